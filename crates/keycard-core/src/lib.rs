@@ -1,0 +1,19 @@
+//! keycard's shared model, free of I/O.
+//!
+//! ```
+//! use keycard_core::{Severity, SpiffeId};
+//!
+//! let id: SpiffeId = "spiffe://example.org/ns/prod/sa/api".parse().unwrap();
+//! assert_eq!(id.trust_domain().as_str(), "example.org");
+//! assert!(Severity::Critical > Severity::High);
+//! ```
+
+mod decision;
+mod resource;
+mod severity;
+mod spiffe;
+
+pub use decision::{Decision, Outcome};
+pub use resource::ResourceRef;
+pub use severity::{ParseSeverityError, Severity};
+pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
