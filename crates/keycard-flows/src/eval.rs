@@ -1,0 +1,646 @@
+//! The evaluator: for every ordered pair of peers, the connections that
+//! the egress side of the source AND the ingress side of the destination
+//! allow, with admin policies, NetworkPolicies and the baseline applied in
+//! the order Kubernetes applies them.
+
+use crate::conn::ConnSet;
+use crate::model::{
+    Action, AdminPeer, AdminPolicy, Cluster, NpPeer, PortRef, PortSpec, Workload, MAX_IPV4,
+    NAMESPACE_NAME_LABEL,
+};
+use crate::ranges::Ranges;
+use crate::selector::{Labels, Selector};
+
+/// One allowed connection between two peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Connection {
+    pub src: String,
+    pub dst: String,
+    pub conn: String,
+    /// Which policies and rules decided, egress side first. Empty unless
+    /// asked for ([`evaluate_explained`]).
+    #[serde(skip)]
+    pub explanation: Vec<String>,
+}
+
+/// The name of the ingress-controller peer in the connlist.
+pub const INGRESS_CONTROLLER: &str = "{ingress-controller}";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Ingress,
+    Egress,
+}
+
+impl Dir {
+    fn as_str(self) -> &'static str {
+        match self {
+            Dir::Ingress => "ingress",
+            Dir::Egress => "egress",
+        }
+    }
+}
+
+/// A peer: a workload (index), an external address interval, or the
+/// ingress controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Workload(usize),
+    External(u64, u64),
+    IngressController,
+}
+
+/// A rule with its peers resolved to workload indices and addresses once,
+/// so a pair is decided by lookups instead of selector matching.
+struct CRule {
+    label: String,
+    action: Action,
+    workloads: Vec<bool>,
+    addresses: Ranges,
+    ingress_controller: bool,
+    ports: Option<Vec<PortSpec>>,
+    /// The rule's connections when they do not depend on the destination.
+    fixed: Option<ConnSet>,
+}
+
+impl CRule {
+    fn matches(&self, p: Peer) -> bool {
+        match p {
+            Peer::Workload(i) => self.workloads[i],
+            Peer::External(lo, hi) => self.addresses.contains_interval(lo, hi),
+            Peer::IngressController => self.ingress_controller,
+        }
+    }
+
+    fn conns(&self, dst: Option<&Workload>) -> ConnSet {
+        if let Some(f) = &self.fixed {
+            return f.clone();
+        }
+        match &self.ports {
+            None => ConnSet::all(),
+            Some(ps) => resolve_ports(ps, dst),
+        }
+    }
+}
+
+/// The connections named by a `ports` list; named ports resolve against the
+/// destination pod's containers (nothing when the destination is not a pod).
+pub(crate) fn resolve_ports(ports: &[PortSpec], dst: Option<&Workload>) -> ConnSet {
+    let mut out = ConnSet::none();
+    for p in ports {
+        match (&p.port, p.protocol) {
+            (PortRef::All, Some(proto)) => out = out.union(&ConnSet::protocol(proto)),
+            (PortRef::All, None) => out = ConnSet::all(),
+            (PortRef::Range(lo, hi), Some(proto)) => {
+                out = out.union(&ConnSet::ports(proto, *lo, *hi))
+            }
+            (PortRef::Range(lo, hi), None) => {
+                for proto in crate::conn::Protocol::ALL {
+                    out = out.union(&ConnSet::ports(proto, *lo, *hi));
+                }
+            }
+            (PortRef::Named(name), proto) => {
+                let Some(w) = dst else { continue };
+                for cp in &w.ports {
+                    if cp.name.as_deref() == Some(name.as_str())
+                        && proto.is_none_or(|pr| pr == cp.protocol)
+                    {
+                        out = out.union(&ConnSet::ports(cp.protocol, cp.port, cp.port));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn has_named(ports: &Option<Vec<PortSpec>>) -> bool {
+    ports
+        .iter()
+        .flatten()
+        .any(|p| matches!(p.port, PortRef::Named(_)))
+}
+
+fn new_rule(label: String, action: Action, n: usize, ports: Option<Vec<PortSpec>>) -> CRule {
+    let fixed = if has_named(&ports) {
+        None
+    } else {
+        Some(match &ports {
+            None => ConnSet::all(),
+            Some(ps) => resolve_ports(ps, None),
+        })
+    };
+    CRule {
+        label,
+        action,
+        workloads: vec![false; n],
+        addresses: Ranges::empty(),
+        ingress_controller: false,
+        ports,
+        fixed,
+    }
+}
+
+/// Namespace labels of the ingress controllers that the connlist models
+/// (OpenShift's and nginx's): a namespace selector matching one of them
+/// admits the ingress controller.
+fn ingress_controller_namespaces() -> Vec<Labels> {
+    let mk = |pairs: &[(&str, &str)]| -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    vec![
+        mk(&[
+            (NAMESPACE_NAME_LABEL, "openshift-ingress-operator"),
+            ("namespace.name", "openshift-ingress-operator"),
+            ("openshift.io/cluster-monitoring", "true"),
+        ]),
+        mk(&[(NAMESPACE_NAME_LABEL, "ingress-nginx")]),
+    ]
+}
+
+struct Compiled<'a> {
+    cluster: &'a Cluster,
+    /// Per workload: NetworkPolicy indices isolating it for ingress / egress.
+    np_ingress: Vec<Vec<usize>>,
+    np_egress: Vec<Vec<usize>>,
+    /// Per policy: compiled ingress and egress rules.
+    np_rules: Vec<[Vec<CRule>; 2]>,
+    /// Per workload: admin policy indices whose subject selects it.
+    anp_of: Vec<Vec<usize>>,
+    anp_rules: Vec<[Vec<CRule>; 2]>,
+    banp_selects: Vec<bool>,
+    banp_rules: [Vec<CRule>; 2],
+}
+
+fn ns_labels<'c>(c: &'c Cluster, ns: &str) -> Option<&'c Labels> {
+    c.namespaces.get(ns)
+}
+
+fn admin_peer_matches(c: &Cluster, peer: &AdminPeer, w: &Workload) -> bool {
+    let Some(nsl) = ns_labels(c, &w.namespace) else {
+        return false;
+    };
+    match peer {
+        AdminPeer::Namespaces(s) => s.matches(nsl),
+        AdminPeer::Pods { namespaces, pods } => namespaces.matches(nsl) && pods.matches(&w.labels),
+        AdminPeer::Networks(_) | AdminPeer::Nodes => false,
+    }
+}
+
+fn compile_admin(c: &Cluster, p: &AdminPolicy, kind: &str) -> [Vec<CRule>; 2] {
+    let n = c.workloads.len();
+    let ic = ingress_controller_namespaces();
+    let mut out: [Vec<CRule>; 2] = [Vec::new(), Vec::new()];
+    for (d, rules) in [&p.ingress, &p.egress].into_iter().enumerate() {
+        for (ri, r) in rules.iter().enumerate() {
+            let rname = if r.name.is_empty() {
+                format!("#{}", ri + 1)
+            } else {
+                format!("{:?}", r.name)
+            };
+            let label = format!(
+                "{kind} {} {} rule {rname} ({:?})",
+                p.name,
+                if d == 0 { "ingress" } else { "egress" },
+                r.action
+            );
+            let mut cr = new_rule(label, r.action, n, r.ports.clone());
+            for peer in &r.peers {
+                if let AdminPeer::Networks(nets) = peer {
+                    cr.addresses = cr.addresses.union(nets);
+                    continue;
+                }
+                for (i, w) in c.workloads.iter().enumerate() {
+                    if !cr.workloads[i] && admin_peer_matches(c, peer, w) {
+                        cr.workloads[i] = true;
+                    }
+                }
+                let ic_match = match peer {
+                    AdminPeer::Namespaces(s) => ic.iter().any(|l| s.matches(l)),
+                    AdminPeer::Pods { namespaces, pods } => {
+                        pods.is_everything() && ic.iter().any(|l| namespaces.matches(l))
+                    }
+                    _ => false,
+                };
+                cr.ingress_controller |= ic_match;
+            }
+            out[d].push(cr);
+        }
+    }
+    out
+}
+
+fn np_peer_selects(
+    c: &Cluster,
+    policy_ns: &str,
+    pods: &Option<Selector>,
+    nss: &Option<Selector>,
+    w: &Workload,
+) -> bool {
+    let ns_ok = match nss {
+        None => w.namespace == policy_ns,
+        Some(s) => ns_labels(c, &w.namespace).is_some_and(|l| s.matches(l)),
+    };
+    ns_ok && pods.as_ref().is_none_or(|s| s.matches(&w.labels))
+}
+
+impl<'a> Compiled<'a> {
+    fn new(c: &'a Cluster) -> Self {
+        let n = c.workloads.len();
+        let ic = ingress_controller_namespaces();
+        let mut np_ingress = vec![Vec::new(); n];
+        let mut np_egress = vec![Vec::new(); n];
+        let mut np_rules = Vec::with_capacity(c.network_policies.len());
+        for (pi, p) in c.network_policies.iter().enumerate() {
+            for (i, w) in c.workloads.iter().enumerate() {
+                if w.namespace == p.namespace && p.pod_selector.matches(&w.labels) {
+                    if p.affects_ingress {
+                        np_ingress[i].push(pi);
+                    }
+                    if p.affects_egress {
+                        np_egress[i].push(pi);
+                    }
+                }
+            }
+            let mut compiled: [Vec<CRule>; 2] = [Vec::new(), Vec::new()];
+            for (d, rules) in [&p.ingress, &p.egress].into_iter().enumerate() {
+                for (ri, r) in rules.iter().enumerate() {
+                    let label = format!(
+                        "NetworkPolicy {}/{} {} rule #{}",
+                        p.namespace,
+                        p.name,
+                        if d == 0 { "ingress" } else { "egress" },
+                        ri + 1
+                    );
+                    let ports = if r.ports.is_empty() {
+                        None
+                    } else {
+                        Some(r.ports.clone())
+                    };
+                    let mut cr = new_rule(label, Action::Allow, n, ports);
+                    if r.peers.is_empty() {
+                        cr.workloads = vec![true; n];
+                        cr.addresses = Ranges::interval(0, MAX_IPV4);
+                        cr.ingress_controller = true;
+                    }
+                    for peer in &r.peers {
+                        match peer {
+                            NpPeer::IpBlock { addresses, .. } => {
+                                cr.addresses = cr.addresses.union(addresses);
+                            }
+                            NpPeer::Pods { pods, namespaces } => {
+                                for (i, w) in c.workloads.iter().enumerate() {
+                                    if !cr.workloads[i]
+                                        && np_peer_selects(c, &p.namespace, pods, namespaces, w)
+                                    {
+                                        cr.workloads[i] = true;
+                                    }
+                                }
+                                if let Some(nss) = namespaces {
+                                    if pods.as_ref().is_none_or(Selector::is_everything)
+                                        && ic.iter().any(|l| nss.matches(l))
+                                    {
+                                        cr.ingress_controller = true;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    compiled[d].push(cr);
+                }
+            }
+            np_rules.push(compiled);
+        }
+        let mut anp_of = vec![Vec::new(); n];
+        let mut anp_rules = Vec::with_capacity(c.admin_policies.len());
+        for (ai, p) in c.admin_policies.iter().enumerate() {
+            for (i, w) in c.workloads.iter().enumerate() {
+                if admin_peer_matches(c, &p.subject, w) {
+                    anp_of[i].push(ai);
+                }
+            }
+            anp_rules.push(compile_admin(c, p, "AdminNetworkPolicy"));
+        }
+        let (banp_selects, banp_rules) = match &c.baseline {
+            Some(b) => (
+                c.workloads
+                    .iter()
+                    .map(|w| admin_peer_matches(c, &b.subject, w))
+                    .collect(),
+                compile_admin(c, b, "BaselineAdminNetworkPolicy"),
+            ),
+            None => (vec![false; n], [Vec::new(), Vec::new()]),
+        };
+        Compiled {
+            cluster: c,
+            np_ingress,
+            np_egress,
+            np_rules,
+            anp_of,
+            anp_rules,
+            banp_selects,
+            banp_rules,
+        }
+    }
+
+    /// What `subject`'s `dir` side allows to/from `other`. `None` means
+    /// unrestricted (nothing selects the subject), which avoids building
+    /// full sets for the common case.
+    fn side(
+        &self,
+        dir: Dir,
+        subject: usize,
+        other: Peer,
+        why: Option<&mut Vec<String>>,
+    ) -> Option<ConnSet> {
+        let d = match dir {
+            Dir::Ingress => 0,
+            Dir::Egress => 1,
+        };
+        let nps = match dir {
+            Dir::Ingress => &self.np_ingress[subject],
+            Dir::Egress => &self.np_egress[subject],
+        };
+        let anps = &self.anp_of[subject];
+        let banp = self.banp_selects[subject];
+        if nps.is_empty() && anps.is_empty() && !banp {
+            if let Some(w) = why {
+                w.push(format!(
+                    "{}: no policy selects the {}",
+                    dir.as_str(),
+                    side_noun(dir)
+                ));
+            }
+            return None;
+        }
+        let mut why = why;
+        let workloads = &self.cluster.workloads;
+        // Named ports always resolve against the destination of the flow.
+        let dst: Option<&Workload> = match (dir, other) {
+            (Dir::Ingress, _) => workloads.get(subject),
+            (Dir::Egress, Peer::Workload(j)) => workloads.get(j),
+            (Dir::Egress, _) => None,
+        };
+        let mut rest = ConnSet::all();
+        let mut allowed = ConnSet::none();
+        let mut passed = ConnSet::none();
+        for &ai in anps {
+            for r in &self.anp_rules[ai][d] {
+                if rest.is_empty() {
+                    break;
+                }
+                if !r.matches(other) {
+                    continue;
+                }
+                let c = r.conns(dst).intersect(&rest);
+                if c.is_empty() {
+                    continue;
+                }
+                if let Some(w) = why.as_deref_mut() {
+                    w.push(format!("{}: {} decides {}", dir.as_str(), r.label, c));
+                }
+                match r.action {
+                    Action::Allow => allowed = allowed.union(&c),
+                    Action::Pass => passed = passed.union(&c),
+                    Action::Deny => {}
+                }
+                rest = rest.subtract(&c);
+            }
+        }
+        let rest = rest.union(&passed);
+        if rest.is_empty() {
+            return Some(allowed);
+        }
+        if !nps.is_empty() {
+            let mut np_allowed = ConnSet::none();
+            for &pi in nps {
+                for r in &self.np_rules[pi][d] {
+                    if r.matches(other) {
+                        let c = r.conns(dst);
+                        if let Some(w) = why.as_deref_mut() {
+                            if !c.intersect(&rest).is_empty() {
+                                w.push(format!(
+                                    "{}: {} allows {}",
+                                    dir.as_str(),
+                                    r.label,
+                                    c.intersect(&rest)
+                                ));
+                            }
+                        }
+                        np_allowed = np_allowed.union(&c);
+                    }
+                }
+            }
+            let denied = rest.subtract(&np_allowed);
+            if let Some(w) = why.as_deref_mut() {
+                if !denied.is_empty() {
+                    let names: Vec<String> = nps
+                        .iter()
+                        .map(|&pi| {
+                            let p = &self.cluster.network_policies[pi];
+                            format!("{}/{}", p.namespace, p.name)
+                        })
+                        .collect();
+                    w.push(format!(
+                        "{}: {} denied: the {} is isolated by NetworkPolicy {} and no rule allows it",
+                        dir.as_str(),
+                        denied,
+                        side_noun(dir),
+                        names.join(", ")
+                    ));
+                }
+            }
+            return Some(allowed.union(&rest.intersect(&np_allowed)));
+        }
+        let mut rest = rest;
+        if banp {
+            for r in &self.banp_rules[d] {
+                if rest.is_empty() {
+                    break;
+                }
+                if !r.matches(other) {
+                    continue;
+                }
+                let c = r.conns(dst).intersect(&rest);
+                if c.is_empty() {
+                    continue;
+                }
+                if let Some(w) = why.as_deref_mut() {
+                    w.push(format!("{}: {} decides {}", dir.as_str(), r.label, c));
+                }
+                if r.action == Action::Allow {
+                    allowed = allowed.union(&c);
+                }
+                rest = rest.subtract(&c);
+            }
+        }
+        if !rest.is_empty() {
+            if let Some(w) = why.as_deref_mut() {
+                w.push(format!(
+                    "{}: {} allowed by default (no rule matched)",
+                    dir.as_str(),
+                    rest
+                ));
+            }
+        }
+        Some(allowed.union(&rest))
+    }
+}
+
+fn side_noun(dir: Dir) -> &'static str {
+    match dir {
+        Dir::Ingress => "destination",
+        Dir::Egress => "source",
+    }
+}
+
+/// The disjoint address intervals that the policies distinguish: every
+/// CIDR and `except` boundary cuts 0.0.0.0-255.255.255.255, so each
+/// interval is wholly inside or outside every ipBlock and network.
+pub fn external_intervals(c: &Cluster) -> Vec<(u64, u64)> {
+    let mut cuts: Vec<u64> = vec![0, MAX_IPV4 + 1];
+    let mut add = |r: &Ranges| {
+        for &(lo, hi) in r.intervals() {
+            cuts.push(lo);
+            cuts.push(hi + 1);
+        }
+    };
+    for p in &c.network_policies {
+        for r in p.ingress.iter().chain(p.egress.iter()) {
+            for peer in &r.peers {
+                if let NpPeer::IpBlock { addresses, .. } = peer {
+                    add(addresses);
+                }
+            }
+        }
+    }
+    for p in c.admin_policies.iter().chain(c.baseline.iter()) {
+        for r in p.ingress.iter().chain(p.egress.iter()) {
+            for peer in &r.peers {
+                if let AdminPeer::Networks(n) = peer {
+                    add(n);
+                }
+            }
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).map(|w| (w[0], w[1] - 1)).collect()
+}
+
+fn peer_name(c: &Cluster, p: Peer) -> String {
+    match p {
+        Peer::Workload(i) => c
+            .workloads
+            .get(i)
+            .map(Workload::peer_name)
+            .unwrap_or_default(),
+        Peer::External(lo, hi) => format!(
+            "{}-{}[External]",
+            crate::model::format_ip(lo),
+            crate::model::format_ip(hi)
+        ),
+        Peer::IngressController => INGRESS_CONTROLLER.to_string(),
+    }
+}
+
+/// Every allowed connection, sorted as the connlist sorts them, without
+/// explanations.
+pub fn evaluate(cluster: &Cluster) -> Vec<Connection> {
+    run(cluster, false)
+}
+
+/// Like [`evaluate`], with each connection's deciding policies and rules.
+pub fn evaluate_explained(cluster: &Cluster) -> Vec<Connection> {
+    run(cluster, true)
+}
+
+fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
+    let comp = Compiled::new(cluster);
+    let n = cluster.workloads.len();
+    let mut peers: Vec<Peer> = (0..n).map(Peer::Workload).collect();
+    peers.extend(
+        external_intervals(cluster)
+            .into_iter()
+            .map(|(lo, hi)| Peer::External(lo, hi)),
+    );
+    let names: Vec<String> = peers.iter().map(|&p| peer_name(cluster, p)).collect();
+    let mut out = Vec::new();
+    for (si, &src) in peers.iter().enumerate() {
+        for (di, &dst) in peers.iter().enumerate() {
+            if si == di {
+                continue;
+            }
+            let (s_w, d_w) = match (src, dst) {
+                (Peer::Workload(a), Peer::Workload(b)) => (Some(a), Some(b)),
+                (Peer::Workload(a), _) => (Some(a), None),
+                (_, Peer::Workload(b)) => (None, Some(b)),
+                _ => continue,
+            };
+            if let Some(c) = decide(&comp, src, s_w, dst, d_w, None, explain) {
+                out.push(Connection {
+                    src: names[si].clone(),
+                    dst: names[di].clone(),
+                    conn: c.0,
+                    explanation: c.1,
+                });
+            }
+        }
+    }
+    for e in &cluster.exposures {
+        let Some(w) = cluster.workloads.get(e.workload) else {
+            continue;
+        };
+        let exposed = resolve_ports(&e.ports, Some(w));
+        if let Some(c) = decide(
+            &comp,
+            Peer::IngressController,
+            None,
+            Peer::Workload(e.workload),
+            Some(e.workload),
+            Some(exposed),
+            explain,
+        ) {
+            out.push(Connection {
+                src: INGRESS_CONTROLLER.to_string(),
+                dst: w.peer_name(),
+                conn: c.0,
+                explanation: c.1,
+            });
+        }
+    }
+    // The connlist sorts whole lines bytewise.
+    out.sort_by_cached_key(|c| format!("{} => {} : {}", c.src, c.dst, c.conn));
+    out
+}
+
+/// The printed connection set between two peers, `None` when nothing is
+/// allowed.
+fn decide(
+    comp: &Compiled<'_>,
+    src: Peer,
+    s_w: Option<usize>,
+    dst: Peer,
+    d_w: Option<usize>,
+    limit: Option<ConnSet>,
+    explain: bool,
+) -> Option<(String, Vec<String>)> {
+    let mut why = Vec::new();
+    let eg = s_w.and_then(|a| comp.side(Dir::Egress, a, dst, explain.then_some(&mut why)));
+    if eg.as_ref().is_some_and(ConnSet::is_empty) {
+        return None;
+    }
+    let ing = d_w.and_then(|b| comp.side(Dir::Ingress, b, src, explain.then_some(&mut why)));
+    let mut sets = [eg, ing, limit].into_iter().flatten();
+    let conn = match sets.next() {
+        None => ConnSet::all(),
+        Some(first) => sets.fold(first, |acc, s| acc.intersect(&s)),
+    };
+    if conn.is_empty() {
+        return None;
+    }
+    Some((conn.to_string(), why))
+}
