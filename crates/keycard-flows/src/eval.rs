@@ -497,10 +497,12 @@ fn side_noun(dir: Dir) -> &'static str {
     }
 }
 
-/// The disjoint address intervals that the policies distinguish: every
-/// CIDR and `except` boundary cuts 0.0.0.0-255.255.255.255, so each
-/// interval is wholly inside or outside every ipBlock and network.
-pub fn external_intervals(c: &Cluster) -> Vec<(u64, u64)> {
+/// The disjoint address intervals that the policies distinguish on one
+/// side: every CIDR and `except` boundary of the ingress rules (for
+/// sources) or of the egress rules (for destinations) cuts
+/// 0.0.0.0-255.255.255.255, so each interval is wholly inside or outside
+/// every ipBlock and network of that direction.
+pub fn external_intervals(c: &Cluster, ingress: bool) -> Vec<(u64, u64)> {
     let mut cuts: Vec<u64> = vec![0, MAX_IPV4 + 1];
     let mut add = |r: &Ranges| {
         for &(lo, hi) in r.intervals() {
@@ -509,7 +511,8 @@ pub fn external_intervals(c: &Cluster) -> Vec<(u64, u64)> {
         }
     };
     for p in &c.network_policies {
-        for r in p.ingress.iter().chain(p.egress.iter()) {
+        let rules = if ingress { &p.ingress } else { &p.egress };
+        for r in rules {
             for peer in &r.peers {
                 if let NpPeer::IpBlock { addresses, .. } = peer {
                     add(addresses);
@@ -518,7 +521,8 @@ pub fn external_intervals(c: &Cluster) -> Vec<(u64, u64)> {
         }
     }
     for p in c.admin_policies.iter().chain(c.baseline.iter()) {
-        for r in p.ingress.iter().chain(p.egress.iter()) {
+        let rules = if ingress { &p.ingress } else { &p.egress };
+        for r in rules {
             for peer in &r.peers {
                 if let AdminPeer::Networks(n) = peer {
                     add(n);
@@ -561,33 +565,51 @@ pub fn evaluate_explained(cluster: &Cluster) -> Vec<Connection> {
 fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
     let comp = Compiled::new(cluster);
     let n = cluster.workloads.len();
-    let mut peers: Vec<Peer> = (0..n).map(Peer::Workload).collect();
-    peers.extend(
-        external_intervals(cluster)
+    let workloads: Vec<Peer> = (0..n).map(Peer::Workload).collect();
+    let named = |ps: Vec<Peer>| -> Vec<(Peer, String)> {
+        ps.into_iter().map(|p| (p, peer_name(cluster, p))).collect()
+    };
+    let externals = |ingress: bool| -> Vec<Peer> {
+        external_intervals(cluster, ingress)
             .into_iter()
-            .map(|(lo, hi)| Peer::External(lo, hi)),
-    );
-    let names: Vec<String> = peers.iter().map(|&p| peer_name(cluster, p)).collect();
+            .map(|(lo, hi)| Peer::External(lo, hi))
+            .collect()
+    };
+    let internal = named(workloads);
+    let ext_src = named(externals(true));
+    let ext_dst = named(externals(false));
     let mut out = Vec::new();
-    for (si, &src) in peers.iter().enumerate() {
-        for (di, &dst) in peers.iter().enumerate() {
-            if si == di {
-                continue;
+    let mut push = |src: &(Peer, String), dst: &(Peer, String)| {
+        let s_w = match src.0 {
+            Peer::Workload(a) => Some(a),
+            _ => None,
+        };
+        let d_w = match dst.0 {
+            Peer::Workload(b) => Some(b),
+            _ => None,
+        };
+        if let Some(c) = decide(&comp, src.0, s_w, dst.0, d_w, None, explain) {
+            out.push(Connection {
+                src: src.1.clone(),
+                dst: dst.1.clone(),
+                conn: c.0,
+                explanation: c.1,
+            });
+        }
+    };
+    for (si, s) in internal.iter().enumerate() {
+        for (di, d) in internal.iter().enumerate() {
+            if si != di {
+                push(s, d);
             }
-            let (s_w, d_w) = match (src, dst) {
-                (Peer::Workload(a), Peer::Workload(b)) => (Some(a), Some(b)),
-                (Peer::Workload(a), _) => (Some(a), None),
-                (_, Peer::Workload(b)) => (None, Some(b)),
-                _ => continue,
-            };
-            if let Some(c) = decide(&comp, src, s_w, dst, d_w, None, explain) {
-                out.push(Connection {
-                    src: names[si].clone(),
-                    dst: names[di].clone(),
-                    conn: c.0,
-                    explanation: c.1,
-                });
-            }
+        }
+        for d in &ext_dst {
+            push(s, d);
+        }
+    }
+    for s in &ext_src {
+        for d in &internal {
+            push(s, d);
         }
     }
     for e in &cluster.exposures {

@@ -15,7 +15,7 @@ const DATA: &str = concat!(
 );
 
 /// Lowest number of exactly matching cases this crate must keep.
-const FLOOR: usize = 80;
+const FLOOR: usize = 102;
 
 /// Output names whose suffix is a tool option rather than part of the case.
 fn is_plain(case: &str) -> bool {
@@ -49,8 +49,61 @@ pub fn run_case(root: &Path, case: &str) -> String {
         &[root.join("tests").join(case)],
         &keycard_k8s::LoadOptions::default(),
     );
-    let (cluster, _diags) = Cluster::from_objects(&loaded.objects);
+    let mut objects = loaded.objects;
+    recover_list_items(&loaded.errors, &mut objects);
+    let (cluster, _diags) = Cluster::from_objects(&objects);
     format_connlist(&evaluate(&cluster), false)
+}
+
+/// kubectl writes `PodList`/`NamespaceList` items without `kind` and
+/// `apiVersion`; the shared loader rejects such items. Until it infers them
+/// from the list kind, recover them here from the files it complained about.
+fn recover_list_items(errors: &[keycard_k8s::LoadError], objects: &mut Vec<keycard_k8s::Object>) {
+    let mut files: Vec<&str> = errors
+        .iter()
+        .filter(|e| e.message.contains("has no kind") || e.message.contains("has no apiVersion"))
+        .map(|e| e.file.as_str())
+        .collect();
+    files.sort();
+    files.dedup();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        let docs: Vec<String> = if text.trim_start().starts_with('{') {
+            vec![text]
+        } else {
+            text.split("\n---").map(str::to_string).collect()
+        };
+        for d in docs {
+            let Ok(v) = yaml_serde::from_str::<serde_json::Value>(&d) else {
+                continue;
+            };
+            let Some(kind) = v.get("kind").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            let Some(item_kind) = kind.strip_suffix("List") else {
+                continue;
+            };
+            for it in v
+                .get("items")
+                .and_then(|i| i.as_array())
+                .into_iter()
+                .flatten()
+            {
+                if it.get("kind").is_some() && it.get("apiVersion").is_some() {
+                    continue;
+                }
+                let mut it = it.clone();
+                let Some(m) = it.as_object_mut() else {
+                    continue;
+                };
+                m.entry("kind").or_insert_with(|| item_kind.into());
+                m.entry("apiVersion").or_insert_with(|| "v1".into());
+                objects.push(keycard_k8s::Object::new(it, f.into(), 1));
+            }
+        }
+    }
 }
 
 #[test]
