@@ -308,6 +308,8 @@ fn pod_identity(o: &Object) -> (String, String) {
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
         .or_else(|| owners.first());
+    // Static pods are "owned" by their Node: they stay peers of their own.
+    let owner = owner.filter(|r| r.get("kind").and_then(Value::as_str) != Some("Node"));
     if let Some(r) = owner {
         if let Some(name) = r.get("name").and_then(Value::as_str) {
             let kind = r
