@@ -1,1 +1,42 @@
-//! placeholder
+//! keycard's policy engine: Rego policies (built-in packs, the team's own
+//! Rego, Gatekeeper templates) compiled once and evaluated many times, every
+//! finding explained with the policy and rule that made it.
+//!
+//! ```
+//! use keycard_policy::{PolicySet, PolicySetBuilder};
+//! use keycard_k8s::{parse_str, LoadOptions};
+//!
+//! let policy = PolicySetBuilder::new()
+//!     .source("team/latest.rego", r#"
+//! # METADATA
+//! # custom:
+//! #   id: team-no-latest
+//! #   severity: high
+//! package team.latest
+//! deny contains msg if {
+//!     some c in input.spec.containers
+//!     endswith(c.image, ":latest")
+//!     msg := sprintf("container %s uses a :latest image", [c.name])
+//! }
+//! "#)
+//!     .build()
+//!     .unwrap();
+//! let (objects, _) = parse_str("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: app, image: 'nginx:latest'}]\n", &LoadOptions::default());
+//! let findings = policy.evaluator().evaluate(&objects[0]).unwrap();
+//! assert_eq!(findings[0].rule, "team-no-latest");
+//! assert_eq!(findings[0].message, "container app uses a :latest image");
+//! ```
+
+mod engine;
+mod error;
+pub mod exceptions;
+mod finding;
+mod metadata;
+pub mod packs;
+pub mod report;
+pub mod testing;
+
+pub use engine::{Evaluator, PolicySet, PolicySetBuilder, PssLevel, LATEST_PSS_VERSION};
+pub use error::{EvalError, PolicyError};
+pub use finding::{Enforcement, ExceptionState, Finding};
+pub use metadata::{parse_annotations, RuleMeta, Scope};

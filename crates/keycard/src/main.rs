@@ -1,1 +1,29 @@
-fn main() {}
+//! The `keycard` binary: parse the command line, set up logging, run the
+//! subcommand. Everything else lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod cmd;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYCARD_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+            }),
+        )
+        .with_target(false)
+        .init();
+    match cmd::run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

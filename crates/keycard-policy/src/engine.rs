@@ -1,0 +1,649 @@
+//! Compile once, evaluate many times: a [`PolicySet`] holds the compiled
+//! Rego (one regorus engine for the built-in packs, one for the team's own
+//! Rego) and hands out [`Evaluator`]s, cheap clones that run on any thread.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keycard_core::Severity;
+use keycard_k8s::Object;
+use regorus::utils::limits::ExecutionTimerConfig;
+use serde_json::{json, Map, Value};
+
+use crate::error::{EvalError, PolicyError};
+use crate::finding::{Enforcement, Finding};
+use crate::metadata::{parse_annotations, ModuleInfo, RuleMeta, Scope, OUTPUT_RULES};
+use crate::packs;
+
+/// The newest Pod Security Standards version the packs know (v1.N).
+pub const LATEST_PSS_VERSION: u32 = 37;
+
+/// Largest policy source file accepted, in bytes.
+const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
+
+const AGG_PACKAGE: &str = "keycard_internal_aggregate";
+
+/// The Pod Security Standards level being checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PssLevel {
+    Baseline,
+    Restricted,
+}
+
+/// One output rule (`deny`, `violation` or `warn` of one package).
+#[derive(Debug, Clone)]
+struct RuleInfo {
+    policy: String,
+    package: String,
+    kind: &'static str,
+    meta: RuleMeta,
+}
+
+/// A compiled regorus engine plus the rules its aggregate query reports.
+#[derive(Clone)]
+struct Compiled {
+    engine: regorus::Engine,
+    rules: Arc<Vec<RuleInfo>>,
+}
+
+/// Builds a [`PolicySet`].
+#[derive(Default)]
+pub struct PolicySetBuilder {
+    packs: Vec<String>,
+    sources: Vec<(String, String)>,
+    dirs: Vec<PathBuf>,
+    params: Option<(String, Value)>,
+    pss_version: Option<u32>,
+    timeout: Option<Duration>,
+    inventory: Option<Value>,
+}
+
+impl PolicySetBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a built-in pack by name.
+    pub fn pack(mut self, name: &str) -> Self {
+        self.packs.push(name.to_string());
+        self
+    }
+
+    /// Add the team's own Rego from text (conftest-style: `input` is the object).
+    pub fn source(mut self, name: &str, text: &str) -> Self {
+        self.sources.push((name.to_string(), text.to_string()));
+        self
+    }
+
+    /// Add every `.rego` file under a directory (tests excluded) and its data files.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dirs.push(dir.into());
+        self
+    }
+
+    /// Parameters of the packs, keyed by parameter name, from the file named.
+    pub fn params(mut self, file: &str, params: Value) -> Self {
+        self.params = Some((file.to_string(), params));
+        self
+    }
+
+    /// The Pod Security Standards version (the N of v1.N); latest by default.
+    pub fn pss_version(mut self, minor: u32) -> Self {
+        self.pss_version = Some(minor);
+        self
+    }
+
+    /// The most one evaluation of one object may take (default 2 s).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+
+    /// Every object of the run, for rules that look across objects.
+    pub fn inventory(mut self, objects: &[Object]) -> Self {
+        self.inventory = Some(build_inventory(objects));
+        self
+    }
+
+    pub fn build(self) -> Result<PolicySet, PolicyError> {
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(2));
+        let timer = ExecutionTimerConfig {
+            limit: timeout,
+            check_interval: NonZeroU32::MIN,
+        };
+        let mut builtin_rules = Vec::new();
+        let mut engine = regorus::Engine::new();
+        engine.set_execution_timer_config(timer);
+        let mut pss_level = None;
+        let mut params = Map::new();
+        let mut loaded_dirs: Vec<&str> = Vec::new();
+        let mut prefixes: Vec<(&'static str, &'static str)> = Vec::new();
+        for name in &self.packs {
+            let pack = packs::find(name).ok_or_else(|| PolicyError::UnknownPack(name.clone()))?;
+            if pack.name == "pss-restricted" {
+                pss_level = Some(PssLevel::Restricted);
+            } else if pack.name == "pss-baseline" && pss_level.is_none() {
+                pss_level = Some(PssLevel::Baseline);
+            }
+            for p in pack.prefixes {
+                // With both PSS packs, baseline rules are reported once, under restricted.
+                prefixes.retain(|(pre, _)| pre != p);
+                prefixes.push((p, pack.name));
+            }
+            if let Some(defaults) = packs::default_params(pack) {
+                let v: Value = yaml_serde::from_str(defaults).map_err(|e| PolicyError::Params {
+                    file: format!("packs/{}/params.yaml", pack.dir),
+                    message: e.to_string(),
+                })?;
+                if let Value::Object(m) = v {
+                    params.extend(m);
+                }
+            }
+            if loaded_dirs.contains(&pack.dir) {
+                continue;
+            }
+            loaded_dirs.push(pack.dir);
+            for (path, text) in packs::rego_sources(pack) {
+                let file = format!("packs/{path}");
+                let info = parse_annotations(&file, text)?;
+                engine
+                    .add_policy(file.clone(), text.to_string())
+                    .map_err(|e| PolicyError::Compile(e.to_string()))?;
+                builtin_rules.push((file, info));
+            }
+        }
+        if let Some((file, user)) = &self.params {
+            match user {
+                Value::Object(m) => params.extend(m.clone()),
+                Value::Null => {}
+                _ => {
+                    return Err(PolicyError::Params {
+                        file: file.clone(),
+                        message: "parameters must be a mapping of name to value".into(),
+                    })
+                }
+            }
+        }
+        let mut rules = Vec::new();
+        for (_file, info) in builtin_rules {
+            let pkg = format!("{}.", info.package);
+            let Some((_, policy)) = prefixes.iter().find(|(pre, _)| pkg.starts_with(pre)) else {
+                continue;
+            };
+            push_rules(&mut rules, policy, &info);
+        }
+        let builtin = if rules.is_empty() {
+            None
+        } else {
+            Some(finish(engine, rules)?)
+        };
+
+        // The team's own Rego: conftest-style input (the object itself).
+        let mut user_engine = regorus::Engine::new();
+        user_engine.set_execution_timer_config(timer);
+        let mut user_rules = Vec::new();
+        let mut sources = self.sources.clone();
+        let mut data = Vec::new();
+        for dir in &self.dirs {
+            collect_dir(dir, &mut sources, &mut data)?;
+        }
+        for (file, text) in &sources {
+            let info = parse_annotations(file, text)?;
+            add_user_policy(&mut user_engine, file, text)?;
+            let policy = policy_label(file);
+            push_rules(&mut user_rules, &policy, &info);
+        }
+        for (file, value) in data {
+            user_engine
+                .add_data(regorus::Value::from(value))
+                .map_err(|e| PolicyError::Load {
+                    file,
+                    message: format!("cannot merge data: {e}"),
+                })?;
+        }
+        let user = if user_rules.is_empty() {
+            None
+        } else {
+            Some(finish(user_engine, user_rules)?)
+        };
+        let mut set = PolicySet {
+            builtin,
+            user,
+            params: Value::Object(params),
+            pss_version: self.pss_version.unwrap_or(LATEST_PSS_VERSION),
+            pss_level,
+        };
+        if let Some(inv) = self.inventory {
+            set.set_inventory(inv)?;
+        }
+        Ok(set)
+    }
+}
+
+fn policy_label(file: &str) -> String {
+    file.trim_end_matches(".rego").to_string()
+}
+
+fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo) {
+    for kind in OUTPUT_RULES {
+        if let Some((_, meta)) = info.outputs.get(*kind) {
+            let meta = meta
+                .clone()
+                .or_else(|| info.package_meta.clone())
+                .unwrap_or_default();
+            rules.push(RuleInfo {
+                policy: policy.to_string(),
+                package: info.package.clone(),
+                kind,
+                meta,
+            });
+        }
+    }
+}
+
+/// Parse a user file as Rego v1, falling back to v0 (most existing
+/// libraries, Gatekeeper's among them, are v0).
+fn add_user_policy(
+    engine: &mut regorus::Engine,
+    file: &str,
+    text: &str,
+) -> Result<(), PolicyError> {
+    let mut probe = regorus::Engine::new();
+    match probe.add_policy(file.to_string(), text.to_string()) {
+        Ok(_) => {
+            engine.set_rego_v0(false);
+            engine
+                .add_policy(file.to_string(), text.to_string())
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
+        Err(v1_err) => {
+            let mut probe0 = regorus::Engine::new();
+            probe0.set_rego_v0(true);
+            if probe0
+                .add_policy(file.to_string(), text.to_string())
+                .is_err()
+            {
+                return Err(PolicyError::Compile(v1_err.to_string()));
+            }
+            tracing::debug!(file, "parsed as Rego v0");
+            engine.set_rego_v0(true);
+            let res = engine.add_policy(file.to_string(), text.to_string());
+            engine.set_rego_v0(false);
+            res.map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn collect_dir(
+    dir: &Path,
+    sources: &mut Vec<(String, String)>,
+    data: &mut Vec<(String, Value)>,
+) -> Result<(), PolicyError> {
+    let load_err = |p: &Path, m: String| PolicyError::Load {
+        file: p.display().to_string(),
+        message: m,
+    };
+    let meta = std::fs::metadata(dir).map_err(|e| load_err(dir, format!("cannot read: {e}")))?;
+    let mut files = Vec::new();
+    if meta.is_dir() {
+        walk(dir, &mut files).map_err(|e| load_err(dir, format!("cannot read directory: {e}")))?;
+    } else {
+        files.push(dir.to_path_buf());
+    }
+    for f in files {
+        let name = f.display().to_string();
+        let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "rego" | "json" | "yaml" | "yml") || name.ends_with("_test.rego") {
+            continue;
+        }
+        let size = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_POLICY_BYTES {
+            return Err(load_err(
+                &f,
+                format!("file is {size} bytes, over the limit of {MAX_POLICY_BYTES}"),
+            ));
+        }
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| load_err(&f, format!("cannot read: {e}")))?;
+        if ext == "rego" {
+            sources.push((name, text));
+        } else {
+            let v: Value = if ext == "json" {
+                serde_json::from_str(&text)
+                    .map_err(|e| load_err(&f, format!("invalid JSON: {e}")))?
+            } else {
+                yaml_serde::from_str(&text)
+                    .map_err(|e| load_err(&f, format!("invalid YAML: {e}")))?
+            };
+            if v.is_object() {
+                data.push((name, v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            walk(&p, out)?;
+        } else {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Add the aggregate module that gathers every output rule's results in one
+/// query, so one object costs one evaluation whatever the number of rules.
+fn finish(mut engine: regorus::Engine, rules: Vec<RuleInfo>) -> Result<Compiled, PolicyError> {
+    let mut agg = format!("package {AGG_PACKAGE}\n\n");
+    for (i, r) in rules.iter().enumerate() {
+        let path = rule_ref(&r.package, r.kind);
+        agg.push_str(&format!(
+            "out contains [{i}, v] if {{\n\tx := {path}\n\tis_set(x)\n\tsome v in x\n}}\n\nout contains [{i}, true] if {path} == true\n\n"
+        ));
+    }
+    engine.set_rego_v0(false);
+    engine
+        .add_policy(format!("{AGG_PACKAGE}.rego"), agg)
+        .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    // Compile now so that errors surface at load time, not per object.
+    engine.set_input(regorus::Value::new_object());
+    engine
+        .eval_rule(format!("data.{AGG_PACKAGE}.out"))
+        .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    Ok(Compiled {
+        engine,
+        rules: Arc::new(rules),
+    })
+}
+
+/// `data.a.b.deny`, quoting package components that are not identifiers.
+fn rule_ref(package: &str, rule: &str) -> String {
+    let mut s = String::from("data");
+    for part in package.split('.') {
+        let ident = !part.is_empty()
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !part.starts_with(|c: char| c.is_ascii_digit());
+        if ident {
+            s.push('.');
+            s.push_str(part);
+        } else {
+            s.push_str(&format!("[{:?}]", part.trim_matches('"')));
+        }
+    }
+    s.push('.');
+    s.push_str(rule);
+    s
+}
+
+fn build_inventory(objects: &[Object]) -> Value {
+    let mut by_kind: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut namespaces = std::collections::BTreeSet::new();
+    for o in objects {
+        by_kind.entry(o.kind()).or_default().push(o.value.clone());
+        if o.kind() == "Namespace" {
+            namespaces.insert(o.name());
+        } else if let Some(ns) = o.namespace() {
+            namespaces.insert(ns.to_string());
+        }
+    }
+    json!({"keycard": {"inventory": {"by_kind": by_kind, "namespaces": namespaces}}})
+}
+
+/// Compiled policies. Cheap to share; get an [`Evaluator`] per thread.
+#[derive(Clone)]
+pub struct PolicySet {
+    builtin: Option<Compiled>,
+    user: Option<Compiled>,
+    params: Value,
+    pss_version: u32,
+    pss_level: Option<PssLevel>,
+}
+
+impl PolicySet {
+    fn set_inventory(&mut self, inv: Value) -> Result<(), PolicyError> {
+        for c in [&mut self.builtin, &mut self.user].into_iter().flatten() {
+            c.engine
+                .add_data(regorus::Value::from(inv.clone()))
+                .map_err(|e| PolicyError::Compile(format!("inventory: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// How many output rules are compiled in.
+    pub fn rule_count(&self) -> usize {
+        [&self.builtin, &self.user]
+            .into_iter()
+            .flatten()
+            .map(|c| c.rules.len())
+            .sum()
+    }
+
+    pub fn evaluator(&self) -> Evaluator {
+        Evaluator { set: self.clone() }
+    }
+}
+
+/// Evaluates objects against a [`PolicySet`]. One per thread.
+pub struct Evaluator {
+    set: PolicySet,
+}
+
+impl Evaluator {
+    /// Every finding of every rule on one object.
+    pub fn evaluate(&mut self, obj: &Object) -> Result<Vec<Finding>, EvalError> {
+        let mut findings = Vec::new();
+        let pod = obj.pod_template();
+        let prefix = pod.map(|p| p.path).unwrap_or("");
+        if let Some(c) = self.set.builtin.as_mut() {
+            let mut input = Map::new();
+            input.insert("object".into(), obj.value.clone());
+            if let Some(p) = pod {
+                input.insert(
+                    "pod".into(),
+                    json!({"metadata": p.metadata, "spec": p.spec}),
+                );
+            }
+            input.insert("params".into(), self.set.params.clone());
+            input.insert("pss_version".into(), json!(self.set.pss_version));
+            let level = match self.set.pss_level {
+                Some(PssLevel::Baseline) => "baseline",
+                _ => "restricted",
+            };
+            input.insert("pss_level".into(), json!(level));
+            run(c, Value::Object(input), obj, prefix, &mut findings)?;
+        }
+        if let Some(c) = self.set.user.as_mut() {
+            run(c, obj.value.clone(), obj, prefix, &mut findings)?;
+        }
+        Ok(findings)
+    }
+}
+
+fn run(
+    c: &mut Compiled,
+    input: Value,
+    obj: &Object,
+    prefix: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), EvalError> {
+    c.engine.set_input(regorus::Value::from(input));
+    let res = c
+        .engine
+        .eval_rule(format!("data.{AGG_PACKAGE}.out"))
+        .map_err(|e| EvalError {
+            policy: c
+                .rules
+                .first()
+                .map(|r| r.policy.clone())
+                .unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+    let json = serde_json::to_value(&res).map_err(|e| EvalError {
+        policy: String::new(),
+        message: e.to_string(),
+    })?;
+    let Value::Array(items) = json else {
+        return Ok(());
+    };
+    for item in items {
+        let Value::Array(pair) = item else { continue };
+        let (Some(idx), Some(v)) = (pair.first().and_then(Value::as_u64), pair.get(1)) else {
+            continue;
+        };
+        let Some(rule) = c.rules.get(idx as usize) else {
+            continue;
+        };
+        out.push(to_finding(rule, v, obj, prefix));
+    }
+    Ok(())
+}
+
+fn to_finding(rule: &RuleInfo, v: &Value, obj: &Object, prefix: &str) -> Finding {
+    let (message, path, value) = match v {
+        Value::String(s) => (s.clone(), None, None),
+        Value::Object(m) => {
+            let msg = m
+                .get("msg")
+                .or_else(|| m.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            let path = m.get("path").and_then(Value::as_str).map(|p| {
+                if rule.meta.scope == Scope::Pod && !prefix.is_empty() {
+                    format!("{prefix}.{p}")
+                } else {
+                    p.to_string()
+                }
+            });
+            (msg, path, m.get("value").cloned())
+        }
+        Value::Bool(true) => (rule.meta.title.clone(), None, None),
+        other => (other.to_string(), None, None),
+    };
+    let default_sev = if rule.kind == "warn" {
+        Severity::Medium
+    } else {
+        Severity::High
+    };
+    Finding {
+        rule: rule
+            .meta
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", rule.package, rule.kind)),
+        policy: rule.policy.clone(),
+        severity: rule.meta.severity.unwrap_or(default_sev),
+        title: rule.meta.title.clone(),
+        message,
+        remediation: rule.meta.remediation.clone(),
+        resource: obj.resource_ref(),
+        file: obj.source.file.to_string(),
+        line: obj.source.line,
+        path,
+        value,
+        description: rule.meta.description.clone(),
+        controls: rule.meta.controls.clone(),
+        enforcement: if rule.kind == "warn" {
+            Enforcement::Warn
+        } else {
+            Enforcement::Deny
+        },
+        exception: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keycard_k8s::{parse_str, LoadOptions};
+
+    fn objs(text: &str) -> Vec<Object> {
+        parse_str("in.yaml", text, &LoadOptions::default()).0
+    }
+
+    #[test]
+    fn user_v0_and_v1_policies_with_metadata() {
+        let v0 = "package legacy\n\ndeny[msg] {\n  input.kind == \"Service\"\n  msg := \"no services\"\n}\n";
+        let v1 = "# METADATA\n# title: Labels\n# custom:\n#   id: team-labels\n#   severity: low\npackage team\n\nwarn contains {\"msg\": \"missing owner\", \"path\": \"metadata.labels.owner\"} if not input.metadata.labels.owner\n";
+        let set = PolicySetBuilder::new()
+            .source("legacy.rego", v0)
+            .source("team.rego", v1)
+            .build()
+            .unwrap();
+        let o = objs("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
+        let mut f = set.evaluator().evaluate(&o[0]).unwrap();
+        f.sort_by(|a, b| a.rule.cmp(&b.rule));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].rule, "legacy.deny");
+        assert_eq!(f[0].severity, Severity::High);
+        assert_eq!(f[0].message, "no services");
+        assert_eq!(f[1].rule, "team-labels");
+        assert_eq!(f[1].enforcement, Enforcement::Warn);
+        assert_eq!(f[1].path.as_deref(), Some("metadata.labels.owner"));
+        assert_eq!(f[1].title, "Labels");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let err = PolicySetBuilder::new()
+            .source(
+                "bad.rego",
+                "package bad\n\ndeny contains x if {\n  x := \n}\n",
+            )
+            .build()
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("bad.rego:"), "{err}");
+    }
+
+    #[test]
+    fn runaway_policy_times_out() {
+        let src = "package slow\n\ndeny contains n if {\n  input.kind == \"Service\"\n  some i in numbers.range(1, 20000)\n  some j in numbers.range(1, 20000)\n  n := i * j\n  n < 0\n}\n";
+        let set = PolicySetBuilder::new()
+            .source("slow.rego", src)
+            .timeout(Duration::from_millis(200))
+            .build();
+        // Compiling evaluates once; either compile or evaluation must stop within the limit.
+        let start = std::time::Instant::now();
+        match set {
+            Err(e) => assert!(
+                e.to_string().to_lowercase().contains("time") || e.to_string().contains("limit"),
+                "{e}"
+            ),
+            Ok(set) => {
+                let o = objs("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
+                let e = set.evaluator().evaluate(&o[0]).unwrap_err();
+                assert!(
+                    e.message.to_lowercase().contains("time") || e.message.contains("limit"),
+                    "{}",
+                    e.message
+                );
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn rule_refs_quote_odd_packages() {
+        assert_eq!(rule_ref("a.b", "deny"), "data.a.b.deny");
+        assert_eq!(rule_ref("a.1x", "deny"), "data.a[\"1x\"].deny");
+    }
+}

@@ -1,0 +1,331 @@
+//! Exceptions: owned, expiring waivers of a rule for matching objects.
+//!
+//! ```yaml
+//! exceptions:
+//!   - rule: zt-image-digest          # a rule id, or "*" for every rule
+//!     match:
+//!       kind: Deployment             # optional; each given field must match
+//!       namespace: payments
+//!       name: legacy-api
+//!       labels: {app: legacy-api}
+//!     owner: team-payments@example.com
+//!     reason: vendor image has no digest until release 4.2
+//!     expires: 2026-12-31            # valid through that day (UTC)
+//! ```
+//!
+//! A live exception marks a finding excepted (still shown, never blocking);
+//! an expired one no longer applies and is itself reported; an exception
+//! without owner or expiry is an input error.
+
+use std::collections::BTreeMap;
+
+use keycard_k8s::Object;
+use serde::Deserialize;
+
+use crate::finding::{ExceptionState, Finding};
+
+/// An exceptions file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ExceptionError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawException {
+    rule: Option<String>,
+    #[serde(rename = "match", default)]
+    matches: Option<Match>,
+    owner: Option<String>,
+    reason: Option<String>,
+    expires: Option<yaml_serde::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    exceptions: Vec<RawException>,
+}
+
+/// One validated exception.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exception {
+    pub rule: String,
+    pub matches: Match,
+    pub owner: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`; the exception holds through that day (UTC).
+    pub expires: String,
+    pub expires_days: i64,
+    pub line: usize,
+}
+
+impl Exception {
+    pub fn is_expired(&self, today_days: i64) -> bool {
+        today_days > self.expires_days
+    }
+
+    fn applies(&self, f: &Finding, obj_labels: Option<&serde_json::Value>) -> bool {
+        if self.rule != "*" && self.rule != f.rule {
+            return false;
+        }
+        let m = &self.matches;
+        if m.kind.as_ref().is_some_and(|k| k != &f.resource.kind) {
+            return false;
+        }
+        if m.name.as_ref().is_some_and(|n| n != &f.resource.name) {
+            return false;
+        }
+        if let Some(ns) = &m.namespace {
+            if f.resource.namespace.as_deref() != Some(ns.as_str()) {
+                return false;
+            }
+        }
+        m.labels.iter().all(|(k, v)| {
+            obj_labels
+                .and_then(|l| l.get(k))
+                .and_then(|x| x.as_str())
+                .is_some_and(|x| x == v)
+        })
+    }
+}
+
+/// A loaded exceptions file.
+#[derive(Debug, Clone, Default)]
+pub struct Exceptions {
+    pub file: String,
+    pub items: Vec<Exception>,
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Today, as days since 1970-01-01 (UTC).
+pub fn today_days() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs / 86_400) as i64
+}
+
+fn parse_date(s: &str) -> Option<i64> {
+    let mut it = s.trim().splitn(3, '-');
+    let y: i64 = it.next()?.parse().ok()?;
+    let m: i64 = it.next()?.parse().ok()?;
+    let d: i64 = it.next()?.get(..2)?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    // Reject dates such as 2026-02-30 that roll over into the next month.
+    let (m2, _) = (days_from_civil(y, m, 1), 0);
+    let next = if m == 12 {
+        days_from_civil(y + 1, 1, 1)
+    } else {
+        days_from_civil(y, m + 1, 1)
+    };
+    if days >= next || days < m2 {
+        return None;
+    }
+    Some(days)
+}
+
+/// Lines where the items of the top-level `exceptions:` sequence start.
+fn item_lines(text: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    let mut indent = None;
+    for (i, l) in text.lines().enumerate() {
+        if !inside {
+            if l.trim_end() == "exceptions:" {
+                inside = true;
+            }
+            continue;
+        }
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = l.len() - t.len();
+        if ind == 0 && !t.starts_with('-') {
+            break;
+        }
+        if t.starts_with("- ") || t == "-" {
+            match indent {
+                None => {
+                    indent = Some(ind);
+                    lines.push(i + 1);
+                }
+                Some(x) if x == ind => lines.push(i + 1),
+                _ => {}
+            }
+        }
+    }
+    lines
+}
+
+impl Exceptions {
+    /// Parse and validate an exceptions file.
+    pub fn parse(file: &str, text: &str) -> Result<Exceptions, ExceptionError> {
+        let err = |line: Option<usize>, message: String| ExceptionError {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        if text.len() > 4 * 1024 * 1024 {
+            return Err(err(None, "file is larger than 4 MiB".into()));
+        }
+        let raw: RawFile = yaml_serde::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line());
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            err(line, msg)
+        })?;
+        let lines = item_lines(text);
+        let mut items = Vec::new();
+        for (i, r) in raw.exceptions.into_iter().enumerate() {
+            let line = lines.get(i).copied();
+            let at = |m: &str| err(line, format!("exception #{}: {m}", i + 1));
+            let rule = r
+                .rule
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| at("has no rule"))?;
+            let owner = r
+                .owner
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| at("has no owner"))?;
+            let expires = match r.expires {
+                Some(yaml_serde::Value::String(s)) => s,
+                Some(other) => yaml_serde::to_string(&other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                None => return Err(at("has no expiry (expires: YYYY-MM-DD)")),
+            };
+            let expires_days = parse_date(&expires)
+                .ok_or_else(|| at(&format!("expires {expires:?} is not a date (YYYY-MM-DD)")))?;
+            items.push(Exception {
+                rule,
+                matches: r.matches.unwrap_or_default(),
+                owner,
+                reason: r.reason.unwrap_or_default(),
+                expires: expires.chars().take(10).collect(),
+                expires_days,
+                line: line.unwrap_or(0),
+            });
+        }
+        Ok(Exceptions {
+            file: file.to_string(),
+            items,
+        })
+    }
+
+    /// Mark the findings that a live exception covers. Returns the expired
+    /// exceptions (which no longer apply) and the live ones that matched nothing.
+    pub fn apply(
+        &self,
+        findings: &mut [Finding],
+        objects: &[Object],
+        today: i64,
+    ) -> (Vec<Exception>, Vec<Exception>) {
+        let labels: BTreeMap<(&str, usize), Option<&serde_json::Value>> = objects
+            .iter()
+            .map(|o| ((&*o.source.file, o.source.line), o.metadata().get("labels")))
+            .collect();
+        let mut used = vec![false; self.items.len()];
+        for f in findings.iter_mut() {
+            let l = labels.get(&(f.file.as_str(), f.line)).copied().flatten();
+            for (i, e) in self.items.iter().enumerate() {
+                if e.is_expired(today) || !e.applies(f, l) {
+                    continue;
+                }
+                used[i] = true;
+                f.exception = Some(ExceptionState {
+                    owner: e.owner.clone(),
+                    reason: e.reason.clone(),
+                    expires: e.expires.clone(),
+                    line: e.line,
+                });
+                break;
+            }
+        }
+        let expired = self
+            .items
+            .iter()
+            .filter(|e| e.is_expired(today))
+            .cloned()
+            .collect();
+        let unused = self
+            .items
+            .iter()
+            .zip(used)
+            .filter(|(e, u)| !u && !e.is_expired(today))
+            .map(|(e, _)| e.clone())
+            .collect();
+        (expired, unused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(parse_date("2000-03-01"), Some(days_from_civil(2000, 3, 1)));
+        assert_eq!(parse_date("2026-02-30"), None);
+        assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("soon"), None);
+    }
+
+    #[test]
+    fn validation_names_the_line() {
+        let text = "exceptions:\n  - rule: a\n    owner: me\n    expires: 2030-01-01\n  - rule: b\n    reason: x\n    expires: 2030-01-01\n";
+        let e = Exceptions::parse("ex.yaml", text).unwrap_err().to_string();
+        assert_eq!(e, "ex.yaml:5: exception #2: has no owner");
+        let text = "exceptions:\n- rule: a\n  owner: me\n";
+        let e = Exceptions::parse("ex.yaml", text).unwrap_err().to_string();
+        assert!(e.contains("ex.yaml:2") && e.contains("expiry"), "{e}");
+        let e = Exceptions::parse(
+            "ex.yaml",
+            "exceptions:\n- rule: a\n  owner: me\n  expires: 2030-01-01\n  whoops: 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("whoops"), "{e}");
+        let ok = Exceptions::parse(
+            "ex.yaml",
+            "exceptions:\n- rule: a\n  owner: me\n  expires: 2030-01-01\n",
+        )
+        .unwrap();
+        assert_eq!(ok.items[0].expires, "2030-01-01");
+        assert!(!ok.items[0].is_expired(days_from_civil(2030, 1, 1)));
+        assert!(ok.items[0].is_expired(days_from_civil(2030, 1, 2)));
+    }
+}

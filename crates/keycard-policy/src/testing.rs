@@ -1,0 +1,1 @@
+//! `keycard policy test`: runs `test_*` rules like `opa test`.

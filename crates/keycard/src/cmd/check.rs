@@ -1,0 +1,189 @@
+//! `keycard check`: policy-as-code over manifests, for CI.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use keycard_core::Severity;
+use keycard_k8s::{load_paths, LoadOptions};
+use keycard_policy::exceptions::{today_days, Exceptions};
+use keycard_policy::packs::DEFAULT_PACKS;
+use keycard_policy::report::CheckReport;
+use keycard_policy::{PolicySetBuilder, LATEST_PSS_VERSION};
+use rayon::prelude::*;
+
+use crate::cli::{CheckArgs, CheckOutput, FailOn};
+
+/// Objects above which a progress bar is drawn (when stderr is a terminal).
+const PROGRESS_THRESHOLD: usize = 2_000;
+
+/// `v1.N` or `latest` to N.
+pub fn parse_pss_version(s: &str) -> anyhow::Result<u32> {
+    if s == "latest" {
+        return Ok(LATEST_PSS_VERSION);
+    }
+    let n = s
+        .strip_prefix("v1.")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| *n <= LATEST_PSS_VERSION)
+        .with_context(|| {
+            format!("--pss-version {s:?}: expected v1.0 .. v1.{LATEST_PSS_VERSION} or latest")
+        })?;
+    Ok(n)
+}
+
+fn fail_on(f: FailOn) -> Option<Severity> {
+    match f {
+        FailOn::Critical => Some(Severity::Critical),
+        FailOn::High => Some(Severity::High),
+        FailOn::Medium => Some(Severity::Medium),
+        FailOn::Low => Some(Severity::Low),
+        FailOn::Never => None,
+    }
+}
+
+fn read_structured(path: &PathBuf) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let v: serde_json::Value =
+        yaml_serde::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(v)
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
+    let mut paths = args.paths.clone();
+    if paths.is_empty() {
+        if std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "no input: give files, directories, or - to read stdin (see keycard check --help)"
+            );
+        }
+        paths.push(PathBuf::from("-"));
+    }
+    let pss_version = parse_pss_version(&args.pss_version)?;
+    let opts = LoadOptions {
+        max_file_bytes: args.max_file_mib.saturating_mul(1024 * 1024),
+        ..LoadOptions::default()
+    };
+    let loaded = load_paths(&paths, &opts);
+
+    let mut builder = PolicySetBuilder::new()
+        .pss_version(pss_version)
+        .timeout(Duration::from_millis(args.timeout_ms.max(1)))
+        .inventory(&loaded.objects);
+    let packs: Vec<String> = if args.packs.is_empty() {
+        DEFAULT_PACKS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.packs
+            .iter()
+            .filter(|p| p.as_str() != "none")
+            .cloned()
+            .collect()
+    };
+    for p in &packs {
+        builder = builder.pack(p);
+    }
+    for d in &args.policies {
+        builder = builder.dir(d);
+    }
+    if let Some(p) = &args.params {
+        builder = builder.params(&p.display().to_string(), read_structured(p)?);
+    }
+    let set = builder.build()?;
+    let exceptions = match &args.exceptions {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            Some(Exceptions::parse(&p.display().to_string(), &text)?)
+        }
+        None => None,
+    };
+
+    let progress = (!args.no_progress
+        && std::io::stderr().is_terminal()
+        && loaded.objects.len() >= PROGRESS_THRESHOLD)
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(loaded.objects.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} checking {pos}/{len} objects {wide_bar} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+    let results: Vec<_> = loaded
+        .objects
+        .par_iter()
+        .map_init(
+            || set.evaluator(),
+            |ev, obj| {
+                let r = ev.evaluate(obj);
+                if let Some(b) = &progress {
+                    b.inc(1);
+                }
+                (obj, r)
+            },
+        )
+        .collect();
+    if let Some(b) = progress {
+        b.finish_and_clear();
+    }
+
+    let mut report = CheckReport {
+        objects: loaded.objects.len(),
+        files: loaded.files,
+        fail_on: fail_on(args.fail_on),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        errors: loaded.errors.iter().map(|e| e.to_string()).collect(),
+        ..CheckReport::default()
+    };
+    for (obj, r) in results {
+        match r {
+            Ok(f) => report.findings.extend(f),
+            Err(e) => report
+                .errors
+                .push(format!("{}: {}: {e}", obj.source, obj.resource_ref())),
+        }
+    }
+    report.findings.sort_by(|a, b| {
+        (
+            a.file.as_str(),
+            a.line,
+            std::cmp::Reverse(a.severity),
+            a.rule.as_str(),
+            a.path.as_deref(),
+        )
+            .cmp(&(
+                b.file.as_str(),
+                b.line,
+                std::cmp::Reverse(b.severity),
+                b.rule.as_str(),
+                b.path.as_deref(),
+            ))
+    });
+    if let Some(ex) = &exceptions {
+        let (expired, unused) = ex.apply(&mut report.findings, &loaded.objects, today_days());
+        report.expired_exceptions = expired;
+        report.unused_exceptions = unused;
+        report.exceptions_file = Some(ex.file.clone());
+    }
+
+    let text = match args.output {
+        CheckOutput::Human => {
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            report.to_human(args.explain, color)
+        }
+        CheckOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report.to_json())?),
+        CheckOutput::Sarif => format!("{}\n", serde_json::to_string_pretty(&report.to_sarif())?),
+        CheckOutput::Junit => report.to_junit(),
+    };
+    super::emit(&text)?;
+    if args.output != CheckOutput::Human {
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(report.exit_code() as u8)
+}

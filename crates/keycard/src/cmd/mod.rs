@@ -1,0 +1,28 @@
+//! One file per subcommand.
+
+use crate::cli::{Command, NetpolCommand, PolicyCommand};
+
+mod check;
+mod netpol;
+mod policy;
+
+/// Run a subcommand; the value is the process exit code.
+pub fn run(cmd: Command) -> anyhow::Result<u8> {
+    match cmd {
+        Command::Check(args) => check::run(args),
+        Command::Policy(PolicyCommand::List) => policy::list(),
+        Command::Policy(PolicyCommand::Show { pack }) => policy::show(&pack),
+        Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
+        Command::Netpol(NetpolCommand::Eval(args)) => netpol::eval(args),
+    }
+}
+
+/// Write to stdout; a closed pipe (`keycard … | head`) is not an error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
