@@ -3,6 +3,9 @@
 //! allow, with admin policies, NetworkPolicies and the baseline applied in
 //! the order Kubernetes applies them.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use crate::conn::ConnSet;
 use crate::model::{
     Action, AdminPeer, AdminPolicy, Cluster, NpPeer, PortRef, PortSpec, Workload, MAX_IPV4,
@@ -61,6 +64,9 @@ struct CRule {
     ports: Option<Vec<PortSpec>>,
     /// The rule's connections when they do not depend on the destination.
     fixed: Option<ConnSet>,
+    /// Otherwise (named ports), its connections per distinct container
+    /// port list of the destination, indexed by [`Compiled::sig`].
+    by_sig: Vec<ConnSet>,
 }
 
 impl CRule {
@@ -72,13 +78,16 @@ impl CRule {
         }
     }
 
-    fn conns(&self, dst: Option<&Workload>) -> ConnSet {
+    /// The rule's connections towards `dst` (a workload's port signature,
+    /// or `None` for a destination that is not a pod).
+    fn conns(&self, dst_sig: Option<usize>) -> Cow<'_, ConnSet> {
         if let Some(f) = &self.fixed {
-            return f.clone();
+            return Cow::Borrowed(f);
         }
-        match &self.ports {
-            None => ConnSet::all(),
-            Some(ps) => resolve_ports(ps, dst),
+        match (dst_sig.and_then(|s| self.by_sig.get(s)), &self.ports) {
+            (Some(c), _) => Cow::Borrowed(c),
+            (None, None) => Cow::Owned(ConnSet::all()),
+            (None, Some(ps)) => Cow::Owned(resolve_ports(ps, None)),
         }
     }
 }
@@ -138,6 +147,7 @@ fn new_rule(label: String, action: Action, n: usize, ports: Option<Vec<PortSpec>
         ingress_controller: false,
         ports,
         fixed,
+        by_sig: Vec::new(),
     }
 }
 
@@ -173,6 +183,9 @@ struct Compiled<'a> {
     anp_rules: Vec<[Vec<CRule>; 2]>,
     banp_selects: Vec<bool>,
     banp_rules: [Vec<CRule>; 2],
+    /// Per workload: the index of its distinct container port list, so
+    /// named ports resolve once per list rather than once per pair.
+    sig: Vec<usize>,
 }
 
 fn ns_labels<'c>(c: &'c Cluster, ns: &str) -> Option<&'c Labels> {
@@ -334,7 +347,41 @@ impl<'a> Compiled<'a> {
             ),
             None => (vec![false; n], [Vec::new(), Vec::new()]),
         };
+        let mut sig_of: HashMap<&[crate::model::ContainerPort], usize> = HashMap::new();
+        let mut reps: Vec<usize> = Vec::new();
+        let sig: Vec<usize> = c
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                *sig_of.entry(w.ports.as_slice()).or_insert_with(|| {
+                    reps.push(i);
+                    reps.len() - 1
+                })
+            })
+            .collect();
+        let fill = |r: &mut CRule| {
+            if r.fixed.is_none() {
+                if let Some(ps) = &r.ports {
+                    r.by_sig = reps
+                        .iter()
+                        .map(|&i| resolve_ports(ps, c.workloads.get(i)))
+                        .collect();
+                }
+            }
+        };
+        let mut banp_rules = banp_rules;
+        for r in np_rules
+            .iter_mut()
+            .chain(anp_rules.iter_mut())
+            .chain(std::iter::once(&mut banp_rules))
+            .flat_map(|d| d.iter_mut())
+            .flat_map(|v| v.iter_mut())
+        {
+            fill(r);
+        }
         Compiled {
+            sig,
             cluster: c,
             np_ingress,
             np_egress,
@@ -377,13 +424,30 @@ impl<'a> Compiled<'a> {
             return None;
         }
         let mut why = why;
-        let workloads = &self.cluster.workloads;
         // Named ports always resolve against the destination of the flow.
-        let dst: Option<&Workload> = match (dir, other) {
-            (Dir::Ingress, _) => workloads.get(subject),
-            (Dir::Egress, Peer::Workload(j)) => workloads.get(j),
+        let dst: Option<usize> = match (dir, other) {
+            (Dir::Ingress, _) => self.sig.get(subject).copied(),
+            (Dir::Egress, Peer::Workload(j)) => self.sig.get(j).copied(),
             (Dir::Egress, _) => None,
         };
+        if anps.is_empty() && why.is_none() {
+            // NetworkPolicies only: the union of the matching rules.
+            let mut acc: Option<ConnSet> = None;
+            for &pi in nps {
+                for r in &self.np_rules[pi][d] {
+                    if r.matches(other) {
+                        let c = r.conns(dst);
+                        acc = Some(match acc {
+                            None => c.into_owned(),
+                            Some(a) => a.union(&c),
+                        });
+                    }
+                }
+            }
+            if !nps.is_empty() {
+                return Some(acc.unwrap_or_default());
+            }
+        }
         let mut rest = ConnSet::all();
         let mut allowed = ConnSet::none();
         let mut passed = ConnSet::none();
@@ -478,7 +542,7 @@ impl<'a> Compiled<'a> {
             }
         }
         if !rest.is_empty() {
-            if let Some(w) = why.as_deref_mut() {
+            if let Some(w) = why {
                 w.push(format!(
                     "{}: {} allowed by default (no rule matched)",
                     dir.as_str(),

@@ -34,7 +34,7 @@ pub struct Diagnostic {
 }
 
 /// A container port that named ports resolve to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerPort {
     pub name: Option<String>,
     pub port: u64,
