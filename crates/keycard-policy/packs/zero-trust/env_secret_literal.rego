@@ -1,0 +1,84 @@
+# METADATA
+# title: No secret-looking literals in environment variables
+# description: >-
+#   A credential written as a literal env value lives in Git, in every copy
+#   of the manifest, in the object the API server stores and shows to anyone
+#   who can read the workload, and it is static: it never rotates. Env vars
+#   whose name says password, passphrase, token, secret, API key, private or
+#   access key or credential and that carry a literal value are reported,
+#   and so is any literal shaped like a well-known credential (cloud access
+#   key ids, private keys, GitHub, Slack and Stripe tokens, JWTs, URLs with a
+#   password). Names ending in _FILE, _PATH, _URL, _NAME, _ID and similar hold
+#   references, not secrets, and are judged by their value only. The
+#   finding's value is always masked.
+# custom:
+#   id: zt-env-secret-literal
+#   severity: high
+#   scope: pod
+#   remediation: >-
+#     Rotate the exposed credential, then remove the literal: reference a
+#     Secret with valueFrom.secretKeyRef (better, mount it as a file), or let
+#     the workload fetch short-lived credentials with its keycard identity.
+#   controls:
+#     cis: ["5.4.1"]
+#     nsa: ["Network separation and hardening: secrets"]
+#     iso27001: ["A.5.17", "A.8.24"]
+#     soc2: ["CC6.1", "CC6.7"]
+package keycard.zt.env_secret_literal
+
+import data.keycard.zt.lib
+
+# What a finding shows instead of the value.
+mask := "[redacted]"
+
+deny contains v if {
+	some c in lib.containers
+	some i, env in lib.arr(c.container, "env")
+	is_object(env)
+	value := lib.str(env, "value")
+	value != ""
+	not reference(value)
+	name := lib.str(env, "name")
+	why := reason(name, value)
+	v := {
+		"msg": sprintf("%s sets env var %q to a literal value (%s); the value is not shown", [
+			lib.container_label(c), name, why,
+		]),
+		"path": lib.container_path(c, sprintf("env[%d].value", [i])),
+		"value": mask,
+	}
+}
+
+# One reason per env var, so each field is reported once.
+reason(name, value) := "its name suggests a secret" if {
+	secret_name(name)
+} else := sprintf("it looks like %s", [kinds[0]]) if {
+	kinds := [kind |
+		some shape in shapes
+		regex.match(shape[1], value)
+		kind := shape[0]
+	]
+	count(kinds) > 0
+}
+
+secret_name(name) if {
+	regex.match(`(?i)(passw(or)?d|passphrase|secret|token|api_?key|apikey|private_?key|access_?key|credential|auth_?key)`, name)
+	not regex.match(`(?i)_(file|path|dir|url|uri|endpoint|host|name|id|user|username|ttl|timeout|expiry|expires|lifetime|length|size|type|header|enabled|mode|version)$`, name)
+}
+
+# A value that is only a $(VAR) reference to another env var is expanded by
+# the kubelet and is not a literal secret.
+reference(value) if regex.match(`^\$\([A-Za-z_][A-Za-z0-9_]*\)$`, value)
+
+# Credential shapes, first match wins (an ordered list keeps the reason
+# deterministic).
+shapes := [
+	["an AWS access key id", `(^|[^A-Z0-9])(AKIA|ASIA)[A-Z0-9]{16}([^A-Z0-9]|$)`],
+	["a private key", `-----BEGIN ([A-Z0-9]+ )*PRIVATE KEY( BLOCK)?-----`],
+	["a GitHub token", `(^|[^A-Za-z0-9])(gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})`],
+	["a Slack token", `xox[abposr]-[A-Za-z0-9-]{10,}`],
+	["a Stripe secret key", `(sk|rk)_live_[A-Za-z0-9]{20,}`],
+	["a Google API key", `AIza[A-Za-z0-9_-]{35}`],
+	["a JSON Web Token", `^eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$`],
+	["a URL with a password", `^[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@`],
+]
