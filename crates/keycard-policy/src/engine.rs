@@ -431,6 +431,31 @@ impl PolicySet {
             .sum()
     }
 
+    /// The `input` document the built-in packs see for an object: the
+    /// contract of every built-in rule, and what a differential run against
+    /// OPA feeds to OPA.
+    pub fn builtin_input(&self, obj: &Object) -> Value {
+        let mut input = Map::new();
+        input.insert("object".into(), obj.value.clone());
+        if let Some(p) = obj.pod_template() {
+            input.insert("pod".into(), json!({"metadata": p.metadata, "spec": p.spec}));
+        }
+        input.insert("params".into(), self.params.clone());
+        input.insert("pss_version".into(), json!(self.pss_version));
+        let level = match self.pss_level {
+            Some(PssLevel::Baseline) => "baseline",
+            _ => "restricted",
+        };
+        input.insert("pss_level".into(), json!(level));
+        Value::Object(input)
+    }
+
+    /// The inventory data document (`{"keycard": {"inventory": ...}}`) for a
+    /// set of objects, as the built-in packs see it.
+    pub fn inventory_document(objects: &[Object]) -> Value {
+        build_inventory(objects)
+    }
+
     pub fn evaluator(&self) -> Evaluator {
         Evaluator { set: self.clone() }
     }
@@ -447,23 +472,11 @@ impl Evaluator {
         let mut findings = Vec::new();
         let pod = obj.pod_template();
         let prefix = pod.map(|p| p.path).unwrap_or("");
-        if let Some(c) = self.set.builtin.as_mut() {
-            let mut input = Map::new();
-            input.insert("object".into(), obj.value.clone());
-            if let Some(p) = pod {
-                input.insert(
-                    "pod".into(),
-                    json!({"metadata": p.metadata, "spec": p.spec}),
-                );
+        if self.set.builtin.is_some() {
+            let input = self.set.builtin_input(obj);
+            if let Some(c) = self.set.builtin.as_mut() {
+                run(c, input, obj, prefix, &mut findings)?;
             }
-            input.insert("params".into(), self.set.params.clone());
-            input.insert("pss_version".into(), json!(self.set.pss_version));
-            let level = match self.set.pss_level {
-                Some(PssLevel::Baseline) => "baseline",
-                _ => "restricted",
-            };
-            input.insert("pss_level".into(), json!(level));
-            run(c, Value::Object(input), obj, prefix, &mut findings)?;
         }
         if let Some(c) = self.set.user.as_mut() {
             run(c, obj.value.clone(), obj, prefix, &mut findings)?;
