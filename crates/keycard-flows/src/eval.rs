@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use crate::conn::ConnSet;
 use crate::model::{
-    Action, AdminPeer, AdminPolicy, Cluster, NpPeer, PortRef, PortSpec, Workload, MAX_IPV4,
-    NAMESPACE_NAME_LABEL,
+    Action, AdminPeer, AdminPolicy, Cluster, NpPeer, PortRef, PortSpec, PrimaryNetwork, Workload,
+    MAX_IPV4, NAMESPACE_NAME_LABEL,
 };
 use crate::ranges::Ranges;
 use crate::selector::{Labels, Selector};
@@ -20,6 +20,9 @@ pub struct Connection {
     pub src: String,
     pub dst: String,
     pub conn: String,
+    /// The primary network the connection runs on (`None`: the pod network).
+    #[serde(skip)]
+    pub network: Option<PrimaryNetwork>,
     /// Which policies and rules decided, egress side first. Empty unless
     /// asked for ([`evaluate_explained`]).
     #[serde(skip)]
@@ -604,7 +607,7 @@ fn peer_name(c: &Cluster, p: Peer) -> String {
         Peer::Workload(i) => c
             .workloads
             .get(i)
-            .map(Workload::peer_name)
+            .map(|w| c.peer_name(w))
             .unwrap_or_default(),
         Peer::External(lo, hi) => format!(
             "{}-{}[External]",
@@ -652,11 +655,23 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
             Peer::Workload(b) => Some(b),
             _ => None,
         };
+        let net_of = |i: Option<usize>| {
+            cluster
+                .workloads
+                .get(i?)
+                .and_then(|w| cluster.network_of(w))
+        };
+        let (s_net, d_net) = (net_of(s_w), net_of(d_w));
+        // Pods on different primary networks are not connected at all.
+        if s_w.is_some() && d_w.is_some() && s_net != d_net {
+            return;
+        }
         if let Some(c) = decide(&comp, src.0, s_w, dst.0, d_w, None, explain) {
             out.push(Connection {
                 src: src.1.clone(),
                 dst: dst.1.clone(),
                 conn: c.0,
+                network: s_net.or(d_net).cloned(),
                 explanation: c.1,
             });
         }
@@ -692,8 +707,9 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
         ) {
             out.push(Connection {
                 src: INGRESS_CONTROLLER.to_string(),
-                dst: w.peer_name(),
+                dst: cluster.peer_name(w),
                 conn: c.0,
+                network: cluster.network_of(w).cloned(),
                 explanation: c.1,
             });
         }

@@ -62,8 +62,9 @@ pub use conn::{ConnSet, Protocol};
 pub use eval::{evaluate, evaluate_explained, external_intervals, Connection, INGRESS_CONTROLLER};
 pub use model::{
     Action, AdminPeer, AdminPolicy, AdminRule, Cluster, ContainerPort, Diagnostic, Exposure,
-    NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, Workload, NAMESPACE_NAME_LABEL,
+    NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, PrimaryNetwork, Workload,
+    NAMESPACE_NAME_LABEL,
 };
-pub use output::{format_connlist, format_json};
+pub use output::{format_connlist, format_json, format_report};
 pub use ranges::Ranges;
 pub use selector::{Labels, Operator, Requirement, Selector};

@@ -180,6 +180,58 @@ pub struct Cluster {
     pub baseline: Option<AdminPolicy>,
     /// Workloads exposed to the ingress controller.
     pub exposures: Vec<Exposure>,
+    /// Namespaces whose pods sit on a primary user-defined network instead
+    /// of the default pod network. Pods on different networks cannot
+    /// reach each other whatever the policies say.
+    pub primary_networks: BTreeMap<String, PrimaryNetwork>,
+    /// Whether the input has VirtualMachines or user-defined networks, in
+    /// which case the report lists the network of every workload.
+    pub network_aware: bool,
+}
+
+/// Whether a primary network is namespaced (UDN) or cluster-wide (CUDN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NetworkKind {
+    /// A `UserDefinedNetwork`, named after its namespace.
+    Udn,
+    /// A `ClusterUserDefinedNetwork`, named by the object.
+    Cudn,
+}
+
+/// A primary user-defined network.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PrimaryNetwork {
+    pub kind: NetworkKind,
+    pub name: String,
+}
+
+impl Cluster {
+    /// The primary network of a workload; `None` is the default pod network.
+    pub fn network_of(&self, w: &Workload) -> Option<&PrimaryNetwork> {
+        self.primary_networks.get(&w.namespace)
+    }
+
+    /// The peer name of a workload: on a namespaced UDN the namespace is
+    /// tagged, `ns[udn]/name[Kind]`, as the connlist does.
+    pub fn peer_name(&self, w: &Workload) -> String {
+        match self.network_of(w) {
+            Some(n) if n.kind == NetworkKind::Udn => {
+                format!("{}[udn]/{}[{}]", w.namespace, w.name, w.kind)
+            }
+            _ => w.peer_name(),
+        }
+    }
+}
+
+/// `role: Primary` under `layer2` or `layer3` of a (C)UDN network spec.
+fn is_primary(net: Option<&Value>) -> bool {
+    let Some(net) = net else { return false };
+    ["layer2", "layer3"].iter().any(|l| {
+        net.get(*l)
+            .and_then(|x| x.get("role"))
+            .and_then(Value::as_str)
+            == Some("Primary")
+    })
 }
 
 fn describe(o: &Object) -> String {
@@ -777,6 +829,7 @@ impl Cluster {
         let mut seen: HashMap<(String, String, String), usize> = HashMap::new();
         let mut services: Vec<&Object> = Vec::new();
         let mut routes: Vec<&Object> = Vec::new();
+        let mut cudns: Vec<&Object> = Vec::new();
 
         for o in &objects {
             let kind = o.kind();
@@ -857,6 +910,42 @@ impl Cluster {
                     }
                 }
                 "Service" => services.push(o),
+                "VirtualMachine" => {
+                    c.network_aware = true;
+                    let Some(t) = o.value.get("spec").and_then(|s| s.get("template")) else {
+                        continue;
+                    };
+                    let ns = object_namespace(o);
+                    let key = (ns.clone(), o.name(), kind.to_string());
+                    if seen.contains_key(&key) {
+                        continue;
+                    }
+                    seen.insert(key, c.workloads.len());
+                    c.workloads.push(Workload {
+                        namespace: ns,
+                        name: o.name(),
+                        kind: kind.to_string(),
+                        labels: labels_of(t.get("metadata").unwrap_or(&Value::Null)),
+                        ports: Vec::new(),
+                    });
+                }
+                "UserDefinedNetwork" => {
+                    c.network_aware = true;
+                    if is_primary(o.value.get("spec")) {
+                        let ns = object_namespace(o);
+                        c.primary_networks.insert(
+                            ns.clone(),
+                            PrimaryNetwork {
+                                kind: NetworkKind::Udn,
+                                name: ns,
+                            },
+                        );
+                    }
+                }
+                "ClusterUserDefinedNetwork" => {
+                    c.network_aware = true;
+                    cudns.push(o);
+                }
                 "Route" | "Ingress" => routes.push(o),
                 _ => {}
             }
@@ -890,6 +979,33 @@ impl Cluster {
                 l.insert(NAMESPACE_NAME_LABEL.to_string(), ns);
                 l
             });
+        }
+        for o in cudns {
+            let spec = o.value.get("spec");
+            if !is_primary(spec.and_then(|s| s.get("network"))) {
+                continue;
+            }
+            let sel = match Selector::parse(
+                spec.and_then(|s| s.get("namespaceSelector"))
+                    .unwrap_or(&Value::Null),
+            ) {
+                Ok(sel) => sel,
+                Err(m) => {
+                    diags.push(diag(o, m, false));
+                    continue;
+                }
+            };
+            for (ns, labels) in &c.namespaces {
+                if sel.matches(labels) && !c.primary_networks.contains_key(ns) {
+                    c.primary_networks.insert(
+                        ns.clone(),
+                        PrimaryNetwork {
+                            kind: NetworkKind::Cudn,
+                            name: o.name(),
+                        },
+                    );
+                }
+            }
         }
         c.exposures = exposures(&c.workloads, &services, &routes);
         (c, diags)
