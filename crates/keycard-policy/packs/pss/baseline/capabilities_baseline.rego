@@ -1,0 +1,45 @@
+# METADATA
+# title: Added capabilities
+# description: >-
+#   Linux capabilities beyond the container runtime's default set (for example
+#   NET_RAW, SYS_ADMIN) widen the kernel attack surface; the baseline level
+#   only allows adding capabilities from that default set.
+# custom:
+#   id: pss-baseline-capabilities
+#   severity: high
+#   scope: pod
+#   remediation: >-
+#     Remove from securityContext.capabilities.add every capability other than
+#     AUDIT_WRITE, CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, MKNOD,
+#     NET_BIND_SERVICE, SETFCAP, SETGID, SETPCAP, SETUID and SYS_CHROOT.
+#   controls:
+#     cis: ["5.2.8", "5.2.9"]
+#     nsa: ["Pod security"]
+#     iso27001: ["A.8.2", "A.8.9"]
+#     soc2: ["CC6.1"]
+package keycard.pss.baseline.capabilities_baseline
+
+
+# The container runtime's default capability set.
+allowed := {
+	"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+	"NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+}
+
+# From v1.22 the restricted level's capabilities check supersedes this one.
+superseded if {
+	data.keycard.pss.lib.restricted
+	data.keycard.pss.lib.version >= 22
+}
+
+deny contains v if {
+	not superseded
+	some c in data.keycard.pss.lib.containers
+	some j, cap in data.keycard.pss.lib.arr(data.keycard.pss.lib.obj(c.sc, "capabilities"), "add")
+	not cap in allowed
+	v := {
+		"msg": sprintf("%s must not add capability %v", [data.keycard.pss.lib.container_label(c), cap]),
+		"path": data.keycard.pss.lib.container_path(c, sprintf("securityContext.capabilities.add[%d]", [j])),
+		"value": cap,
+	}
+}
