@@ -695,7 +695,14 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
         let Some(w) = cluster.workloads.get(e.workload) else {
             continue;
         };
-        let exposed = resolve_ports(&e.ports, Some(w));
+        let mut exposed = resolve_ports(&e.ports, Some(w));
+        if !w.ports.is_empty() {
+            // A Service port that no container listens on carries nothing.
+            let declared = w.ports.iter().fold(ConnSet::none(), |acc, p| {
+                acc.union(&ConnSet::ports(p.protocol, p.port, p.port))
+            });
+            exposed = exposed.intersect(&declared);
+        }
         if let Some(c) = decide(
             &comp,
             Peer::IngressController,

@@ -16,6 +16,10 @@ use crate::selector::{Labels, Selector};
 /// only referenced (no Namespace object given) still carries it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The namespace label that opts a namespace into a primary user-defined
+/// network.
+pub const PRIMARY_UDN_LABEL: &str = "k8s.ovn.org/primary-user-defined-network";
+
 /// Highest IPv4 address as an integer.
 pub const MAX_IPV4: u64 = u32::MAX as u64;
 
@@ -364,11 +368,13 @@ fn pod_identity(o: &Object) -> (String, String) {
     let owner = owner.filter(|r| r.get("kind").and_then(Value::as_str) != Some("Node"));
     if let Some(r) = owner {
         if let Some(name) = r.get("name").and_then(Value::as_str) {
-            let kind = r
-                .get("kind")
-                .and_then(Value::as_str)
-                .filter(|k| !k.is_empty())
-                .unwrap_or("Pod");
+            let kind = match r.get("kind").and_then(Value::as_str) {
+                None | Some("") => "Pod",
+                // virt-launcher pods run a VirtualMachine's instance: the
+                // VirtualMachine is the peer.
+                Some("VirtualMachineInstance") => "VirtualMachine",
+                Some(k) => k,
+            };
             return (name.to_string(), kind.to_string());
         }
     }
@@ -1006,6 +1012,22 @@ impl Cluster {
                     );
                 }
             }
+        }
+        // OVN-Kubernetes applies a primary (C)UDN only to namespaces created
+        // with the primary-UDN label.
+        let labelled = |ns: &str, c: &Cluster| {
+            c.namespaces
+                .get(ns)
+                .is_some_and(|l| l.contains_key(PRIMARY_UDN_LABEL))
+        };
+        let unlabelled: Vec<String> = c
+            .primary_networks
+            .keys()
+            .filter(|ns| !labelled(ns, &c))
+            .cloned()
+            .collect();
+        for ns in unlabelled {
+            c.primary_networks.remove(&ns);
         }
         c.exposures = exposures(&c.workloads, &services, &routes);
         (c, diags)
