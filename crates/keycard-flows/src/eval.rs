@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use crate::conn::ConnSet;
 use crate::model::{
-    Action, AdminPeer, AdminPolicy, Cluster, NpPeer, PortRef, PortSpec, PrimaryNetwork, Workload,
-    MAX_IPV4, NAMESPACE_NAME_LABEL,
+    Action, AdminPeer, AdminPolicy, Cluster, Network, NetworkKind, NpPeer, PortRef, PortSpec,
+    Workload, MAX_IPV4, NAMESPACE_NAME_LABEL,
 };
 use crate::ranges::Ranges;
 use crate::selector::{Labels, Selector};
@@ -22,7 +22,7 @@ pub struct Connection {
     pub conn: String,
     /// The primary network the connection runs on (`None`: the pod network).
     #[serde(skip)]
-    pub network: Option<PrimaryNetwork>,
+    pub network: Option<Network>,
     /// Which policies and rules decided, egress side first. Empty unless
     /// asked for ([`evaluate_explained`]).
     #[serde(skip)]
@@ -721,8 +721,65 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
             });
         }
     }
+    out.extend(secondary_network_connections(cluster, explain));
     // The connlist sorts whole lines bytewise.
     out.sort_by_cached_key(|c| format!("{} => {} : {}", c.src, c.dst, c.conn));
+    out
+}
+
+/// Connections over secondary networks: between the workloads attached to
+/// the same NetworkAttachmentDefinition, decided by the MultiNetworkPolicies
+/// for that network alone (NetworkPolicies and admin policies govern only
+/// the primary network).
+fn secondary_network_connections(cluster: &Cluster, explain: bool) -> Vec<Connection> {
+    let mut nads: Vec<&str> = cluster
+        .workloads
+        .iter()
+        .flat_map(|w| w.secondary_networks.iter().map(String::as_str))
+        .collect();
+    nads.sort_unstable();
+    nads.dedup();
+    let mut out = Vec::new();
+    for nad in nads {
+        let sub = Cluster {
+            workloads: cluster
+                .workloads
+                .iter()
+                .filter(|w| w.secondary_networks.iter().any(|n| n == nad))
+                .cloned()
+                .collect(),
+            namespaces: cluster.namespaces.clone(),
+            network_policies: cluster
+                .multi_network_policies
+                .iter()
+                .filter(|(_, nets)| nets.iter().any(|n| n == nad))
+                .map(|(p, _)| p.clone())
+                .collect(),
+            ..Cluster::default()
+        };
+        let comp = Compiled::new(&sub);
+        let network = Network {
+            kind: NetworkKind::Nad,
+            name: nad.to_string(),
+        };
+        for (i, a) in sub.workloads.iter().enumerate() {
+            for (j, b) in sub.workloads.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let (sp, dp) = (Peer::Workload(i), Peer::Workload(j));
+                if let Some(c) = decide(&comp, sp, Some(i), dp, Some(j), None, explain) {
+                    out.push(Connection {
+                        src: a.peer_name(),
+                        dst: b.peer_name(),
+                        conn: c.0,
+                        network: Some(network.clone()),
+                        explanation: c.1,
+                    });
+                }
+            }
+        }
+    }
     out
 }
 

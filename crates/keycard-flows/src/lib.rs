@@ -62,7 +62,7 @@ pub use conn::{ConnSet, Protocol};
 pub use eval::{evaluate, evaluate_explained, external_intervals, Connection, INGRESS_CONTROLLER};
 pub use model::{
     Action, AdminPeer, AdminPolicy, AdminRule, Cluster, ContainerPort, Diagnostic, Exposure,
-    NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, PrimaryNetwork, Workload,
+    Network, NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, Workload,
     NAMESPACE_NAME_LABEL,
 };
 pub use output::{format_connlist, format_json, format_report};

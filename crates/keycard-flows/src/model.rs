@@ -55,6 +55,9 @@ pub struct Workload {
     pub kind: String,
     pub labels: Labels,
     pub ports: Vec<ContainerPort>,
+    /// Names of the secondary networks (NetworkAttachmentDefinitions) the
+    /// pods attach to, sorted.
+    pub secondary_networks: Vec<String>,
 }
 
 impl Workload {
@@ -187,7 +190,10 @@ pub struct Cluster {
     /// Namespaces whose pods sit on a primary user-defined network instead
     /// of the default pod network. Pods on different networks cannot
     /// reach each other whatever the policies say.
-    pub primary_networks: BTreeMap<String, PrimaryNetwork>,
+    pub primary_networks: BTreeMap<String, Network>,
+    /// MultiNetworkPolicies, each with the secondary network names it is
+    /// for (`k8s.v1.cni.cncf.io/policy-for`).
+    pub multi_network_policies: Vec<(NetworkPolicy, Vec<String>)>,
     /// Whether the input has VirtualMachines or user-defined networks, in
     /// which case the report lists the network of every workload.
     pub network_aware: bool,
@@ -200,18 +206,21 @@ pub enum NetworkKind {
     Udn,
     /// A `ClusterUserDefinedNetwork`, named by the object.
     Cudn,
+    /// A secondary network from a `NetworkAttachmentDefinition`, governed by
+    /// MultiNetworkPolicies instead of NetworkPolicies.
+    Nad,
 }
 
-/// A primary user-defined network.
+/// A network other than the default pod network.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PrimaryNetwork {
+pub struct Network {
     pub kind: NetworkKind,
     pub name: String,
 }
 
 impl Cluster {
     /// The primary network of a workload; `None` is the default pod network.
-    pub fn network_of(&self, w: &Workload) -> Option<&PrimaryNetwork> {
+    pub fn network_of(&self, w: &Workload) -> Option<&Network> {
         self.primary_networks.get(&w.namespace)
     }
 
@@ -225,6 +234,72 @@ impl Cluster {
             _ => w.peer_name(),
         }
     }
+}
+
+/// The pod annotation naming secondary networks.
+pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+/// The MultiNetworkPolicy annotation naming the networks it applies to.
+pub const POLICY_FOR_ANNOTATION: &str = "k8s.v1.cni.cncf.io/policy-for";
+
+/// `ns/name` -> `name`.
+fn last_segment(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// Secondary networks of a pod: the networks annotation is either a
+/// comma-separated list of `[ns/]name[@iface]` or a JSON list of
+/// `{"name", "namespace"}`.
+fn pod_networks(metadata: &Value) -> Vec<String> {
+    let Some(a) = metadata
+        .get("annotations")
+        .and_then(|a| a.get(NETWORKS_ANNOTATION))
+        .and_then(Value::as_str)
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = if a.trim_start().starts_with('[') {
+        serde_json::from_str::<Vec<Value>>(a)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.get("name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    } else {
+        a.split(',')
+            .map(|n| {
+                let n = n.trim();
+                let n = n.split('@').next().unwrap_or(n);
+                last_segment(n).to_string()
+            })
+            .filter(|n| !n.is_empty())
+            .collect()
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Secondary networks of a VirtualMachine: its multus networks.
+fn vm_networks(template: &Value) -> Vec<String> {
+    let mut out: Vec<String> = template
+        .get("spec")
+        .and_then(|s| s.get("networks"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            n.get("multus")
+                .and_then(|m| m.get("networkName"))
+                .and_then(Value::as_str)
+        })
+        .map(|n| last_segment(n).to_string())
+        .collect();
+    out.extend(pod_networks(
+        template.get("metadata").unwrap_or(&Value::Null),
+    ));
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `role: Primary` under `layer2` or `layer3` of a (C)UDN network spec.
@@ -870,6 +945,7 @@ impl Cluster {
                         kind,
                         labels: labels_of(t.metadata),
                         ports: container_ports(t.spec),
+                        secondary_networks: pod_networks(t.metadata),
                     });
                 }
                 k if CONTROLLER_KINDS.contains(&k) => {
@@ -886,6 +962,7 @@ impl Cluster {
                         kind: k.to_string(),
                         labels: labels_of(t.metadata),
                         ports: container_ports(t.spec),
+                        secondary_networks: pod_networks(t.metadata),
                     });
                 }
                 "NetworkPolicy" if o.api_version().starts_with("networking.k8s.io/") => {
@@ -933,6 +1010,7 @@ impl Cluster {
                         kind: kind.to_string(),
                         labels: labels_of(t.get("metadata").unwrap_or(&Value::Null)),
                         ports: Vec::new(),
+                        secondary_networks: vm_networks(t),
                     });
                 }
                 "UserDefinedNetwork" => {
@@ -941,13 +1019,32 @@ impl Cluster {
                         let ns = object_namespace(o);
                         c.primary_networks.insert(
                             ns.clone(),
-                            PrimaryNetwork {
+                            Network {
                                 kind: NetworkKind::Udn,
                                 name: ns,
                             },
                         );
                     }
                 }
+                "NetworkAttachmentDefinition" => c.network_aware = true,
+                "MultiNetworkPolicy" => match parse_network_policy(o) {
+                    Ok(p) => {
+                        let nets = o
+                            .metadata()
+                            .get("annotations")
+                            .and_then(|a| a.get(POLICY_FOR_ANNOTATION))
+                            .and_then(Value::as_str)
+                            .map(|s| {
+                                s.split(',')
+                                    .map(|n| last_segment(n.trim()).to_string())
+                                    .filter(|n| !n.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        c.multi_network_policies.push((p, nets));
+                    }
+                    Err(m) => diags.push(diag(o, m, false)),
+                },
                 "ClusterUserDefinedNetwork" => {
                     c.network_aware = true;
                     cudns.push(o);
@@ -1005,7 +1102,7 @@ impl Cluster {
                 if sel.matches(labels) && !c.primary_networks.contains_key(ns) {
                     c.primary_networks.insert(
                         ns.clone(),
-                        PrimaryNetwork {
+                        Network {
                             kind: NetworkKind::Cudn,
                             name: o.name(),
                         },

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::eval::Connection;
-use crate::model::{Cluster, NetworkKind, PrimaryNetwork};
+use crate::model::{Cluster, Network, NetworkKind};
 
 /// One line per connection, `src => dst : conn`, each ending in a newline.
 /// With `explain`, the deciding policies and rules follow each line,
@@ -40,11 +40,26 @@ pub fn format_report(cluster: &Cluster, conns: &[Connection], explain: bool) -> 
         return format_connlist(conns, explain);
     }
     let mut out = String::new();
-    if !cluster.primary_networks.is_empty() {
-        let mut nets: Vec<Option<&PrimaryNetwork>> = cluster
+    let secondary: Vec<Network> = {
+        let mut v: Vec<Network> = cluster
+            .workloads
+            .iter()
+            .flat_map(|w| w.secondary_networks.iter())
+            .map(|n| Network {
+                kind: NetworkKind::Nad,
+                name: n.clone(),
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if !cluster.primary_networks.is_empty() || !secondary.is_empty() {
+        let mut nets: Vec<Option<&Network>> = cluster
             .workloads
             .iter()
             .map(|w| cluster.network_of(w))
+            .chain(secondary.iter().map(Some))
             .collect();
         nets.push(None);
         nets.sort();
@@ -64,16 +79,22 @@ pub fn format_report(cluster: &Cluster, conns: &[Connection], explain: bool) -> 
                         .all(|w| cluster.network_of(w).is_some())
                     {
                         out.push_str("all input workloads are configured with (C)UDN as their primary network interface\n");
+                    } else if here.is_empty() {
+                        out.push_str(
+                            "All connections are not allowed for the workloads in the pod-network\n",
+                        );
                     }
                 }
                 Some(n) => {
-                    let kind = match n.kind {
-                        NetworkKind::Udn => "UDN",
-                        NetworkKind::Cudn => "CUDN",
+                    let role = if n.kind == NetworkKind::Nad {
+                        "secondary"
+                    } else {
+                        "primary"
                     };
                     let _ = writeln!(
                         out,
-                        "Permitted connectivity analyzed in primary {kind} {}:",
+                        "Permitted connectivity analyzed in {role} {} {}:",
+                        kind_tag(n.kind),
                         n.name
                     );
                 }
@@ -86,27 +107,36 @@ pub fn format_report(cluster: &Cluster, conns: &[Connection], explain: bool) -> 
         out.push('\n');
     }
     out.push_str("Workload-to-Networks Mapping:\n");
-    let mut rows: Vec<(String, String)> = cluster
+    let mut rows: Vec<(String, String, String)> = cluster
         .workloads
         .iter()
         .map(|w| {
             let net = match cluster.network_of(w) {
                 None => "pod-network".to_string(),
-                Some(n) => format!(
-                    "{}[{}]",
-                    n.name,
-                    match n.kind {
-                        NetworkKind::Udn => "UDN",
-                        NetworkKind::Cudn => "CUDN",
-                    }
-                ),
+                Some(n) => format!("{}[{}]", n.name, kind_tag(n.kind)),
             };
-            (w.peer_name(), net)
+            let secondary: Vec<String> = w
+                .secondary_networks
+                .iter()
+                .map(|n| format!("{n}[NAD]"))
+                .collect();
+            (w.peer_name(), net, secondary.join(","))
         })
         .collect();
     rows.sort();
-    for (w, net) in rows {
+    for (w, net, secondary) in rows {
         let _ = writeln!(out, "{w}: \n\tPrimary Network: {net}");
+        if !secondary.is_empty() {
+            let _ = writeln!(out, "\tSecondary Networks: {secondary}");
+        }
     }
     out
+}
+
+fn kind_tag(k: NetworkKind) -> &'static str {
+    match k {
+        NetworkKind::Udn => "UDN",
+        NetworkKind::Cudn => "CUDN",
+        NetworkKind::Nad => "NAD",
+    }
 }
