@@ -264,7 +264,8 @@ fn np_peer_selects(
 }
 
 impl<'a> Compiled<'a> {
-    fn new(c: &'a Cluster) -> Self {
+    /// `network` names the secondary network being evaluated, if any.
+    fn new(c: &'a Cluster, network: Option<&str>) -> Self {
         let n = c.workloads.len();
         let ic = ingress_controller_namespaces();
         let mut np_ingress = vec![Vec::new(); n];
@@ -306,6 +307,17 @@ impl<'a> Compiled<'a> {
                         match peer {
                             NpPeer::IpBlock { addresses, .. } => {
                                 cr.addresses = cr.addresses.union(addresses);
+                                // On a secondary network pods have known
+                                // static addresses, so ipBlocks select them.
+                                if let Some(net) = network {
+                                    for (i, w) in c.workloads.iter().enumerate() {
+                                        if w.secondary_addresses.iter().any(|(n, ip)| {
+                                            n == net && addresses.contains_interval(*ip, *ip)
+                                        }) {
+                                            cr.workloads[i] = true;
+                                        }
+                                    }
+                                }
                             }
                             NpPeer::Pods { pods, namespaces } => {
                                 for (i, w) in c.workloads.iter().enumerate() {
@@ -630,7 +642,7 @@ pub fn evaluate_explained(cluster: &Cluster) -> Vec<Connection> {
 }
 
 fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
-    let comp = Compiled::new(cluster);
+    let comp = Compiled::new(cluster, None);
     let n = cluster.workloads.len();
     let workloads: Vec<Peer> = (0..n).map(Peer::Workload).collect();
     let named = |ps: Vec<Peer>| -> Vec<(Peer, String)> {
@@ -757,7 +769,7 @@ fn secondary_network_connections(cluster: &Cluster, explain: bool) -> Vec<Connec
                 .collect(),
             ..Cluster::default()
         };
-        let comp = Compiled::new(&sub);
+        let comp = Compiled::new(&sub, Some(nad));
         let network = Network {
             kind: NetworkKind::Nad,
             name: nad.to_string(),

@@ -58,6 +58,8 @@ pub struct Workload {
     /// Names of the secondary networks (NetworkAttachmentDefinitions) the
     /// pods attach to, sorted.
     pub secondary_networks: Vec<String>,
+    /// Static addresses on secondary networks: (network name, IPv4).
+    pub secondary_addresses: Vec<(String, u64)>,
 }
 
 impl Workload {
@@ -246,24 +248,33 @@ fn last_segment(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
-/// Secondary networks of a pod: the networks annotation is either a
-/// comma-separated list of `[ns/]name[@iface]` or a JSON list of
-/// `{"name", "namespace"}`.
-fn pod_networks(metadata: &Value) -> Vec<String> {
+/// Secondary networks of a pod and its static addresses on them: the
+/// networks annotation is either a comma-separated list of
+/// `[ns/]name[@iface]` or a JSON list of `{"name", "namespace", "ips"}`.
+fn pod_networks(metadata: &Value) -> (Vec<String>, Vec<(String, u64)>) {
     let Some(a) = metadata
         .get("annotations")
         .and_then(|a| a.get(NETWORKS_ANNOTATION))
         .and_then(Value::as_str)
     else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
+    let mut addrs = Vec::new();
     let mut out: Vec<String> = if a.trim_start().starts_with('[') {
-        serde_json::from_str::<Vec<Value>>(a)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| n.get("name").and_then(Value::as_str))
-            .map(str::to_string)
-            .collect()
+        let entries = serde_json::from_str::<Vec<Value>>(a).unwrap_or_default();
+        let mut names = Vec::new();
+        for e in &entries {
+            let Some(name) = e.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            for ip in e.get("ips").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(addr) = ip.as_str().and_then(host_address) {
+                    addrs.push((name.to_string(), addr));
+                }
+            }
+            names.push(name.to_string());
+        }
+        names
     } else {
         a.split(',')
             .map(|n| {
@@ -276,13 +287,22 @@ fn pod_networks(metadata: &Value) -> Vec<String> {
     };
     out.sort();
     out.dedup();
-    out
+    (out, addrs)
 }
 
-/// Secondary networks of a VirtualMachine: its multus networks.
-fn vm_networks(template: &Value) -> Vec<String> {
-    let mut out: Vec<String> = template
-        .get("spec")
+/// `10.0.0.5/24` -> the address 10.0.0.5 (not its network).
+fn host_address(s: &str) -> Option<u64> {
+    let host = s.split('/').next().unwrap_or(s);
+    parse_cidr(host).ok().flatten().map(|(lo, _)| lo)
+}
+
+/// Secondary networks of a VirtualMachine (its multus networks) and the
+/// static addresses its cloud-init network data gives the secondary
+/// interfaces (every interface but the first, `eth0`, which is the pod
+/// network's).
+fn vm_networks(template: &Value) -> (Vec<String>, Vec<(String, u64)>) {
+    let spec = template.get("spec");
+    let mut out: Vec<String> = spec
         .and_then(|s| s.get("networks"))
         .and_then(Value::as_array)
         .into_iter()
@@ -294,12 +314,49 @@ fn vm_networks(template: &Value) -> Vec<String> {
         })
         .map(|n| last_segment(n).to_string())
         .collect();
-    out.extend(pod_networks(
-        template.get("metadata").unwrap_or(&Value::Null),
-    ));
+    let (more, mut addrs) = pod_networks(template.get("metadata").unwrap_or(&Value::Null));
+    out.extend(more);
     out.sort();
     out.dedup();
-    out
+    if out.len() == 1 {
+        for vol in spec
+            .and_then(|s| s.get("volumes"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let data = ["cloudInitNoCloud", "cloudInitConfigDrive"]
+                .iter()
+                .find_map(|k| vol.get(*k))
+                .and_then(|c| c.get("networkData"))
+                .and_then(Value::as_str);
+            let Some(data) = data else { continue };
+            let Ok(nd) = yaml_serde::from_str::<Value>(data) else {
+                continue;
+            };
+            for (iface, cfg) in nd
+                .get("ethernets")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                if iface == "eth0" {
+                    continue;
+                }
+                for a in cfg
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(addr) = a.as_str().and_then(host_address) {
+                        addrs.push((out[0].clone(), addr));
+                    }
+                }
+            }
+        }
+    }
+    (out, addrs)
 }
 
 /// `role: Primary` under `layer2` or `layer3` of a (C)UDN network spec.
@@ -945,7 +1002,8 @@ impl Cluster {
                         kind,
                         labels: labels_of(t.metadata),
                         ports: container_ports(t.spec),
-                        secondary_networks: pod_networks(t.metadata),
+                        secondary_networks: pod_networks(t.metadata).0,
+                        secondary_addresses: pod_networks(t.metadata).1,
                     });
                 }
                 k if CONTROLLER_KINDS.contains(&k) => {
@@ -962,7 +1020,8 @@ impl Cluster {
                         kind: k.to_string(),
                         labels: labels_of(t.metadata),
                         ports: container_ports(t.spec),
-                        secondary_networks: pod_networks(t.metadata),
+                        secondary_networks: pod_networks(t.metadata).0,
+                        secondary_addresses: pod_networks(t.metadata).1,
                     });
                 }
                 "NetworkPolicy" if o.api_version().starts_with("networking.k8s.io/") => {
@@ -1010,7 +1069,8 @@ impl Cluster {
                         kind: kind.to_string(),
                         labels: labels_of(t.get("metadata").unwrap_or(&Value::Null)),
                         ports: Vec::new(),
-                        secondary_networks: vm_networks(t),
+                        secondary_networks: vm_networks(t).0,
+                        secondary_addresses: vm_networks(t).1,
                     });
                 }
                 "UserDefinedNetwork" => {

@@ -15,7 +15,7 @@ const DATA: &str = concat!(
 );
 
 /// Lowest number of exactly matching cases this crate must keep.
-const FLOOR: usize = 133;
+const FLOOR: usize = 135;
 
 /// Output names whose suffix is a tool option rather than part of the case.
 fn is_plain(case: &str) -> bool {
