@@ -278,6 +278,10 @@ fn parse_yaml(file: &Arc<str>, text: &str, out: &mut Loaded) {
             continue;
         }
         let line = start + first_content_line(&doc) - 1;
+        if let Some((at, why)) = too_deep(&doc) {
+            out.errors.push(err(file, Some(start + at - 1), why));
+            continue;
+        }
         match yaml_serde::from_str::<Value>(&doc) {
             Ok(v) => add_document(file, line, v, Some(&doc), start, out),
             Err(e) => {
@@ -293,6 +297,60 @@ fn parse_yaml(file: &Arc<str>, text: &str, out: &mut Loaded) {
             }
         }
     }
+}
+
+/// Most nesting of flow collections (`[`, `{`) and most indentation a
+/// document may have. The YAML parser's own recursion limit applies only
+/// after it has tokenised the whole document, which takes time quadratic in
+/// the depth; this cheap scan refuses absurd nesting before that.
+const MAX_FLOW_DEPTH: usize = 128;
+const MAX_INDENT: usize = 1024;
+
+fn too_deep(doc: &str) -> Option<(usize, String)> {
+    let mut depth = 0usize;
+    for (i, line) in doc.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent > MAX_INDENT {
+            return Some((
+                i + 1,
+                format!("indented more than {MAX_INDENT} columns: nesting too deep"),
+            ));
+        }
+        // A new block-level entry at column 0 ends any flow collection left
+        // open by brackets inside plain scalars.
+        if indent == 0 && line.starts_with(|c: char| c.is_alphanumeric() || c == '-') {
+            depth = 0;
+        }
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match quote {
+                Some('"') if c == '\\' => {
+                    chars.next();
+                }
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    '#' if prev == ' ' || prev == '\t' => break,
+                    '"' | '\'' if matches!(prev, ' ' | '[' | '{' | ',' | ':') => quote = Some(c),
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > MAX_FLOW_DEPTH {
+                            return Some((
+                                i + 1,
+                                format!("collections nested deeper than {MAX_FLOW_DEPTH} levels"),
+                            ));
+                        }
+                    }
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                },
+            }
+            prev = c;
+        }
+    }
+    None
 }
 
 fn yaml_message(e: &yaml_serde::Error) -> String {
@@ -540,7 +598,21 @@ mod tests {
         );
         let (objs, errs) = parse(&deep);
         assert!(objs.is_empty());
+        assert!(errs[0].message.contains("nested deeper"), "{}", errs[0]);
+        assert_eq!(errs[0].line, Some(3));
+        // Just under the pre-scan limit, the parser's own limit still holds.
+        let deep = format!(
+            "apiVersion: v1\nkind: ConfigMap\ndata: {}{}\n",
+            "[".repeat(128),
+            "]".repeat(128)
+        );
+        let (_, errs) = parse(&deep);
         assert!(errs[0].message.contains("recursion"), "{}", errs[0]);
+        // Brackets inside quotes and plain scalars are not nesting.
+        let ok = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata:\n  a: \"{}\"\n  b: '{}'\n  c: x [y\n", "[".repeat(500), "{".repeat(500));
+        let (objs, errs) = parse(&ok);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(objs.len(), 1);
         let deep_json = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         let (_, errs) = parse_str("d.json", &deep_json, &LoadOptions::default());
         assert_eq!(errs.len(), 1);
