@@ -733,9 +733,12 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
             });
         }
     }
-    out.extend(secondary_network_connections(cluster, explain));
-    // The connlist sorts whole lines bytewise.
-    out.sort_by_cached_key(|c| format!("{} => {} : {}", c.src, c.dst, c.conn));
+    // The connlist sorts lines bytewise by `src => dst`; a pair connected
+    // over a secondary network too is listed with that network's entry first.
+    let mut all = secondary_network_connections(cluster, explain);
+    all.append(&mut out);
+    let mut out = all;
+    out.sort_by_cached_key(|c| format!("{} => {}", c.src, c.dst));
     out
 }
 

@@ -148,3 +148,47 @@ fn netpol_analyzer_connlists() {
         "conformance fell below the floor of {FLOOR}"
     );
 }
+
+#[test]
+fn netpol_analyzer_connlist_json() {
+    let root = Path::new(DATA);
+    if !root.is_dir() {
+        return;
+    }
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for (case, txt) in plain_cases(root) {
+        let json_path = txt.with_extension("json");
+        let Ok(text) = std::fs::read_to_string(&json_path) else {
+            continue;
+        };
+        let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let loaded = keycard_k8s::load_paths(
+            &[root.join("tests").join(&case)],
+            &keycard_k8s::LoadOptions::default(),
+        );
+        let mut objects = loaded.objects;
+        recover_list_items(&loaded.errors, &mut objects);
+        let (cluster, _) = Cluster::from_objects(&objects);
+        let got = keycard_flows::format_json(&evaluate(&cluster));
+        if got == expected {
+            passed += 1;
+        } else {
+            failed.push(case);
+        }
+    }
+    println!(
+        "netpol conformance (json): {passed}/{} plain connlist cases match exactly",
+        passed + failed.len()
+    );
+    for f in &failed {
+        println!("  failing: {f}");
+    }
+    assert!(
+        passed >= JSON_FLOOR,
+        "json conformance fell below {JSON_FLOOR}"
+    );
+}
+
+/// Ratchet for the JSON comparison.
+const JSON_FLOOR: usize = 71;
