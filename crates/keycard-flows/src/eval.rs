@@ -809,10 +809,30 @@ fn decide(
     limit: Option<ConnSet>,
     explain: bool,
 ) -> Option<(String, Vec<String>)> {
+    let (conn, why) = decide_full(comp, src, s_w, dst, d_w, limit, explain, true);
+    if conn.is_empty() {
+        return None;
+    }
+    Some((conn.to_string(), why))
+}
+
+/// Egress of the source AND ingress of the destination (AND `limit`).
+/// With `short_cut`, a denied egress skips the ingress side.
+#[allow(clippy::too_many_arguments)]
+fn decide_full(
+    comp: &Compiled<'_>,
+    src: Peer,
+    s_w: Option<usize>,
+    dst: Peer,
+    d_w: Option<usize>,
+    limit: Option<ConnSet>,
+    explain: bool,
+    short_cut: bool,
+) -> (ConnSet, Vec<String>) {
     let mut why = Vec::new();
     let eg = s_w.and_then(|a| comp.side(Dir::Egress, a, dst, explain.then_some(&mut why)));
-    if eg.as_ref().is_some_and(ConnSet::is_empty) {
-        return None;
+    if short_cut && eg.as_ref().is_some_and(ConnSet::is_empty) {
+        return (ConnSet::none(), why);
     }
     let ing = d_w.and_then(|b| comp.side(Dir::Ingress, b, src, explain.then_some(&mut why)));
     let mut sets = [eg, ing, limit].into_iter().flatten();
@@ -820,8 +840,71 @@ fn decide(
         None => ConnSet::all(),
         Some(first) => sets.fold(first, |acc, s| acc.intersect(&s)),
     };
-    if conn.is_empty() {
+    (conn, why)
+}
+
+/// Explains one pair on the primary network, allowed or not: the returned
+/// connection's `conn` may be `No Connections`, and its explanation names
+/// the rules that allowed traffic and the isolation that denied the rest.
+/// Peers are named as in the connlist (`ns/name[Kind]`, an external range
+/// such as `0.0.0.0-255.255.255.255[External]`) or, for the external
+/// side, by a bare IPv4 address. `None` when a name is unknown, or when
+/// both peers are external.
+pub fn explain_pair(cluster: &Cluster, src: &str, dst: &str) -> Option<Connection> {
+    let comp = Compiled::new(cluster, None);
+    let find = |name: &str, ingress: bool| -> Option<(Peer, String)> {
+        if let Some(i) = cluster
+            .workloads
+            .iter()
+            .position(|w| cluster.peer_name(w) == name || w.peer_name() == name)
+        {
+            return Some((Peer::Workload(i), cluster.peer_name(&cluster.workloads[i])));
+        }
+        let ip = crate::model::parse_cidr(name)
+            .ok()
+            .flatten()
+            .map(|(lo, _)| lo);
+        external_intervals(cluster, ingress)
+            .into_iter()
+            .map(|(lo, hi)| Peer::External(lo, hi))
+            .map(|p| (p, peer_name(cluster, p)))
+            .find(|(p, n)| {
+                n == name
+                    || matches!((p, ip), (Peer::External(lo, hi), Some(ip)) if *lo <= ip && ip <= *hi)
+            })
+    };
+    let (sp, sn) = find(src, true)?;
+    let (dp, dn) = find(dst, false)?;
+    let idx = |p: Peer| match p {
+        Peer::Workload(i) => Some(i),
+        _ => None,
+    };
+    let (s_w, d_w) = (idx(sp), idx(dp));
+    if s_w.is_none() && d_w.is_none() {
         return None;
     }
-    Some((conn.to_string(), why))
+    let net = |i: Option<usize>| {
+        cluster
+            .workloads
+            .get(i?)
+            .and_then(|w| cluster.network_of(w))
+    };
+    let (s_net, d_net) = (net(s_w), net(d_w));
+    if s_w.is_some() && d_w.is_some() && s_net != d_net {
+        return Some(Connection {
+            src: sn,
+            dst: dn,
+            conn: ConnSet::none().to_string(),
+            network: s_net.cloned(),
+            explanation: vec!["the peers are on different primary networks".to_string()],
+        });
+    }
+    let (conn, explanation) = decide_full(&comp, sp, s_w, dp, d_w, None, true, false);
+    Some(Connection {
+        src: sn,
+        dst: dn,
+        conn: conn.to_string(),
+        network: s_net.or(d_net).cloned(),
+        explanation,
+    })
 }

@@ -59,7 +59,9 @@ mod ranges;
 mod selector;
 
 pub use conn::{ConnSet, Protocol};
-pub use eval::{evaluate, evaluate_explained, external_intervals, Connection, INGRESS_CONTROLLER};
+pub use eval::{
+    evaluate, evaluate_explained, explain_pair, external_intervals, Connection, INGRESS_CONTROLLER,
+};
 pub use model::{
     Action, AdminPeer, AdminPolicy, AdminRule, Cluster, ContainerPort, Diagnostic, Exposure,
     Network, NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, Workload,

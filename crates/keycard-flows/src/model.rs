@@ -517,7 +517,12 @@ fn pod_identity(o: &Object) -> (String, String) {
 /// `Ok(None)` for IPv6, which is not modelled.
 pub fn parse_cidr(s: &str) -> Result<Option<(u64, u64)>, String> {
     if s.contains(':') {
-        return Ok(None);
+        // IPv6 is not modelled, but a malformed address is still an error.
+        let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
+        return match (addr.parse::<std::net::Ipv6Addr>(), len.parse::<u8>()) {
+            (Ok(_), Ok(l)) if l <= 128 => Ok(None),
+            _ => Err(format!("invalid CIDR {s:?}")),
+        };
     }
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (
@@ -869,7 +874,11 @@ fn parse_admin_policy(
                 Some("Allow") => Action::Allow,
                 Some("Deny") => Action::Deny,
                 Some("Pass") if !baseline => Action::Pass,
-                other => return Err(format!("invalid action {other:?}")),
+                Some("Pass") => {
+                    return Err("action Pass is not allowed in a BaselineAdminNetworkPolicy".into())
+                }
+                Some(other) => return Err(format!("invalid action {other:?}")),
+                None => return Err("a rule needs an action".into()),
             };
             let mut peers = Vec::new();
             for p in r
