@@ -48,6 +48,13 @@
 //! the BaselineAdminNetworkPolicy after them. Output follows the notation of
 //! np-guard's netpol-analyzer (`ns/name[Kind] => ns/name[Kind] : TCP 8080`).
 //!
+//! Beyond the pod network, workloads on a primary UserDefinedNetwork (or
+//! ClusterUserDefinedNetwork) only reach their own network, and secondary
+//! networks (NetworkAttachmentDefinitions) are governed by
+//! MultiNetworkPolicies; [`format_report`] prints those per-network sections
+//! and the workload-to-network mapping. [`explain_pair`] tells why one pair
+//! is allowed or denied.
+//!
 //! Everything here is a pure function over parsed objects: reading files is
 //! the caller's job (see `keycard_k8s::load_paths`).
 
