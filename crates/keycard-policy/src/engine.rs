@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keycard_core::Severity;
-use keycard_k8s::Object;
+use keycard_k8s::{parse_str, LoadOptions, Object};
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{json, Map, Value};
 
 use crate::error::{EvalError, PolicyError};
 use crate::finding::{Enforcement, Finding};
+use crate::gatekeeper::GatekeeperLibrary;
 use crate::metadata::{parse_annotations, ModuleInfo, RuleMeta, Scope, OUTPUT_RULES};
 use crate::packs;
 
@@ -59,6 +60,7 @@ pub struct PolicySetBuilder {
     pss_version: Option<u32>,
     timeout: Option<Duration>,
     inventory: Option<Value>,
+    inventory_objects: Option<Vec<Object>>,
 }
 
 impl PolicySetBuilder {
@@ -105,6 +107,7 @@ impl PolicySetBuilder {
     /// Every object of the run, for rules that look across objects.
     pub fn inventory(mut self, objects: &[Object]) -> Self {
         self.inventory = Some(build_inventory(objects));
+        self.inventory_objects = Some(objects.to_vec());
         self
     }
 
@@ -187,9 +190,23 @@ impl PolicySetBuilder {
         let mut user_rules = Vec::new();
         let mut sources = self.sources.clone();
         let mut data = Vec::new();
+        let mut k8s_objects = Vec::new();
         for dir in &self.dirs {
-            collect_dir(dir, &mut sources, &mut data)?;
+            collect_dir(dir, &mut sources, &mut data, &mut k8s_objects)?;
         }
+        let gatekeeper = if k8s_objects.is_empty() {
+            None
+        } else {
+            let (mut lib, rest) = GatekeeperLibrary::from_objects(&k8s_objects)?;
+            for o in &rest {
+                tracing::warn!(at = %o.source, kind = o.kind(), "ignoring a Kubernetes object in a policy directory: only Gatekeeper templates and constraints are read there");
+            }
+            lib.set_timeout(timeout);
+            if let Some(objs) = &self.inventory_objects {
+                lib.set_inventory(objs)?;
+            }
+            (!lib.is_empty()).then_some(lib)
+        };
         for (file, text) in &sources {
             let info = parse_annotations(file, text)?;
             add_user_policy(&mut user_engine, file, text)?;
@@ -212,6 +229,7 @@ impl PolicySetBuilder {
         let mut set = PolicySet {
             builtin,
             user,
+            gatekeeper,
             params: Value::Object(params),
             pss_version: self.pss_version.unwrap_or(LATEST_PSS_VERSION),
             pss_level,
@@ -282,6 +300,7 @@ fn collect_dir(
     dir: &Path,
     sources: &mut Vec<(String, String)>,
     data: &mut Vec<(String, Value)>,
+    k8s: &mut Vec<Object>,
 ) -> Result<(), PolicyError> {
     let load_err = |p: &Path, m: String| PolicyError::Load {
         file: p.display().to_string(),
@@ -311,6 +330,19 @@ fn collect_dir(
             std::fs::read_to_string(&f).map_err(|e| load_err(&f, format!("cannot read: {e}")))?;
         if ext == "rego" {
             sources.push((name, text));
+        } else if looks_like_k8s(&text) {
+            // Gatekeeper ConstraintTemplates and constraints.
+            let (objs, errs) = parse_str(&name, &text, &LoadOptions::default());
+            if let Some(e) = errs.into_iter().next() {
+                return Err(PolicyError::Load {
+                    file: match e.line {
+                        Some(l) => format!("{}:{l}", e.file),
+                        None => e.file,
+                    },
+                    message: e.message,
+                });
+            }
+            k8s.extend(objs);
         } else {
             let v: Value = if ext == "json" {
                 serde_json::from_str(&text)
@@ -325,6 +357,18 @@ fn collect_dir(
         }
     }
     Ok(())
+}
+
+/// Whether a policy-directory file holds Kubernetes objects (Gatekeeper
+/// templates and constraints) rather than a data document.
+fn looks_like_k8s(text: &str) -> bool {
+    let has = |k: &str| {
+        text.lines().any(|l| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{k}:")) || t.starts_with(&format!("\"{k}\""))
+        })
+    };
+    has("apiVersion") && has("kind")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -407,6 +451,7 @@ fn build_inventory(objects: &[Object]) -> Value {
 pub struct PolicySet {
     builtin: Option<Compiled>,
     user: Option<Compiled>,
+    gatekeeper: Option<GatekeeperLibrary>,
     params: Value,
     pss_version: u32,
     pss_level: Option<PssLevel>,
@@ -428,7 +473,12 @@ impl PolicySet {
             .into_iter()
             .flatten()
             .map(|c| c.rules.len())
-            .sum()
+            .sum::<usize>()
+            + self
+                .gatekeeper
+                .as_ref()
+                .map(|g| g.constraint_count())
+                .unwrap_or(0)
     }
 
     /// The `input` document the built-in packs see for an object: the
@@ -438,7 +488,10 @@ impl PolicySet {
         let mut input = Map::new();
         input.insert("object".into(), obj.value.clone());
         if let Some(p) = obj.pod_template() {
-            input.insert("pod".into(), json!({"metadata": p.metadata, "spec": p.spec}));
+            input.insert(
+                "pod".into(),
+                json!({"metadata": p.metadata, "spec": p.spec}),
+            );
         }
         input.insert("params".into(), self.params.clone());
         input.insert("pss_version".into(), json!(self.pss_version));
@@ -480,6 +533,9 @@ impl Evaluator {
         }
         if let Some(c) = self.set.user.as_mut() {
             run(c, obj.value.clone(), obj, prefix, &mut findings)?;
+        }
+        if let Some(g) = self.set.gatekeeper.as_mut() {
+            findings.extend(g.evaluate(obj)?);
         }
         Ok(findings)
     }

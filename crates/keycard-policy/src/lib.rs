@@ -31,6 +31,7 @@ mod engine;
 mod error;
 pub mod exceptions;
 mod finding;
+pub mod gatekeeper;
 mod metadata;
 pub mod packs;
 pub mod report;

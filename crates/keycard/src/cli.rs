@@ -127,9 +127,9 @@ pub struct PolicyTestArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = TestOutput::Human)]
     pub output: TestOutput,
-    /// Print every test, not only failures.
-    #[arg(long, short = 'V')]
-    pub verbose_tests: bool,
+    /// Print passing tests too, not only failures.
+    #[arg(long)]
+    pub show_passing: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,4 +160,14 @@ pub struct NetpolEvalArgs {
     /// Add the policy and rule that allowed each connection.
     #[arg(long)]
     pub explain: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
