@@ -436,11 +436,31 @@ fn add_document(
         let Some(Value::Array(items)) = map.remove("items") else {
             return;
         };
+        // Typed lists (`PodList` from the API) leave kind and apiVersion off
+        // their items: they are implied by the list.
+        let item_kind = map
+            .get("kind")
+            .and_then(Value::as_str)
+            .and_then(|k| k.strip_suffix("List"))
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        let list_api = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let lines = yaml
             .map(|d| list_item_lines(d, doc_start))
             .filter(|l| l.len() == items.len())
             .unwrap_or_else(|| vec![line; items.len()]);
-        for (item, l) in items.into_iter().zip(lines) {
+        for (mut item, l) in items.into_iter().zip(lines) {
+            if let (Some(kind), Value::Object(m)) = (&item_kind, &mut item) {
+                m.entry("kind")
+                    .or_insert_with(|| Value::String(kind.clone()));
+                if let Some(api) = &list_api {
+                    m.entry("apiVersion")
+                        .or_insert_with(|| Value::String(api.clone()));
+                }
+            }
             match &item {
                 Value::Object(_) => add_object(file, l, item, out),
                 Value::Null => {}
@@ -564,6 +584,21 @@ mod tests {
         assert!(errs.is_empty());
         assert_eq!(objs.len(), 2);
         assert_eq!((objs[0].source.line, objs[1].source.line), (4, 7));
+    }
+
+    #[test]
+    fn typed_list_items_take_their_kind_from_the_list() {
+        let text = "apiVersion: v1\nkind: PodList\nitems:\n- metadata: {name: a}\n  spec: {}\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: b}\n";
+        let (objs, errs) = parse(text);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            objs.iter()
+                .map(|o| (o.kind(), o.api_version()))
+                .collect::<Vec<_>>(),
+            vec![("Pod", "v1"), ("Pod", "v1")]
+        );
+        let (_, errs) = parse("apiVersion: v1\nkind: List\nitems:\n- metadata: {name: a}\n");
+        assert!(errs[0].message.contains("no apiVersion"), "{errs:?}");
     }
 
     #[test]
