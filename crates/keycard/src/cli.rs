@@ -160,6 +160,10 @@ pub struct NetpolEvalArgs {
     /// Add the policy and rule that allowed each connection.
     #[arg(long)]
     pub explain: bool,
+    /// Fail (exit 2) on any unreadable input or invalid policy, instead of
+    /// reporting it on stderr and skipping it.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `keycard netpol eval`: decide every connection as Kubernetes would.
 
-use keycard_flows::{evaluate, evaluate_explained, format_connlist, format_json, Cluster};
+use keycard_flows::{evaluate, evaluate_explained, format_json, format_report, Cluster};
 use keycard_k8s::{load_paths, LoadOptions};
 
 use crate::cli::{NetpolEvalArgs, NetpolOutput};
@@ -24,9 +24,20 @@ pub fn eval(args: NetpolEvalArgs) -> anyhow::Result<u8> {
         evaluate(&cluster)
     };
     let text = match args.output {
-        NetpolOutput::Connlist => format_connlist(&conns, args.explain),
+        NetpolOutput::Connlist => format_report(&cluster, &conns, args.explain),
         NetpolOutput::Json => format!("{}\n", serde_json::to_string_pretty(&format_json(&conns))?),
     };
     super::emit(&text)?;
-    Ok(if loaded.errors.is_empty() { 0 } else { 2 })
+    let problems = loaded.errors.len() + diagnostics.iter().filter(|d| !d.warning).count();
+    if problems > 0 {
+        eprintln!(
+            "{problems} inputs skipped{}",
+            if args.strict {
+                ""
+            } else {
+                " (--strict makes this fatal)"
+            }
+        );
+    }
+    Ok(if args.strict && problems > 0 { 2 } else { 0 })
 }
