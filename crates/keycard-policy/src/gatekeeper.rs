@@ -134,6 +134,7 @@ impl GatekeeperLibrary {
         };
         let mut engine = regorus::Engine::new();
         engine.set_execution_timer_config(timer);
+        add_deprecated_builtins(&mut engine).map_err(PolicyError::Compile)?;
         let mut templates: Vec<Template> = Vec::new();
         let mut by_kind: HashMap<String, usize> = HashMap::new();
         let mut rest = Vec::new();
@@ -610,6 +611,7 @@ fn compile_template(
     // Compile alone first, so that an error is pinned on this template.
     let mut probe = regorus::Engine::new();
     probe.set_execution_timer_config(timer);
+    add_deprecated_builtins(&mut probe).map_err(|m| err(format!("internal: {m}")))?;
     let mut versions = Vec::new();
     for (path, text) in &modules {
         let v0 = add_module(&mut probe, path, text, src.v1)
@@ -646,6 +648,79 @@ fn compile_template(
         description: annotations("description"),
         severity: severity_of(obj, &format!("ConstraintTemplate {name}"))?,
     })
+}
+
+/// OPA's deprecated built-ins that Gatekeeper still offers v0 templates and
+/// regorus lacks (`re_match` is renamed instead, see [`rewrite_module`]).
+/// A wrong argument type leaves the call undefined, as a type error would
+/// make the rule fail in OPA.
+fn add_deprecated_builtins(engine: &mut regorus::Engine) -> Result<(), String> {
+    use regorus::Value as V;
+    fn elems(v: &V) -> Option<Vec<V>> {
+        match v {
+            V::Array(a) => Some(a.iter().cloned().collect()),
+            V::Set(s) => Some(s.iter().cloned().collect()),
+            _ => None,
+        }
+    }
+    let first = |args: &[V]| args.first().cloned().unwrap_or(V::Undefined);
+    engine
+        .add_extension(
+            "any".into(),
+            1,
+            Box::new(move |args: Vec<V>| {
+                Ok(elems(&first(&args))
+                    .map_or(V::Undefined, |e| V::from(e.contains(&V::from(true)))))
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_extension(
+            "all".into(),
+            1,
+            Box::new(move |args: Vec<V>| {
+                Ok(elems(&first(&args)).map_or(V::Undefined, |e| {
+                    V::from(e.iter().all(|x| *x == V::from(true)))
+                }))
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_extension(
+            "set_diff".into(),
+            2,
+            Box::new(|args: Vec<V>| {
+                Ok(match (args.first(), args.get(1)) {
+                    (Some(V::Set(a)), Some(V::Set(b))) => V::from(
+                        a.iter()
+                            .filter(|x| !b.contains(x))
+                            .cloned()
+                            .collect::<std::collections::BTreeSet<V>>(),
+                    ),
+                    _ => V::Undefined,
+                })
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_extension(
+            "cast_array".into(),
+            1,
+            Box::new(move |args: Vec<V>| Ok(elems(&first(&args)).map_or(V::Undefined, V::from))),
+        )
+        .map_err(|e| e.to_string())?;
+    engine
+        .add_extension(
+            "cast_set".into(),
+            1,
+            Box::new(move |args: Vec<V>| {
+                Ok(elems(&first(&args)).map_or(V::Undefined, |e| {
+                    V::from(e.into_iter().collect::<std::collections::BTreeSet<V>>())
+                }))
+            }),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Adds one module; returns whether it was read as Rego v0. Like Gatekeeper,
@@ -794,7 +869,14 @@ fn rewrite_module(src: &str, prefix: &str, is_lib: bool) -> Result<(String, Stri
                     prev_sig = b'a';
                     continue;
                 }
-                out.push_str(word);
+                // OPA's deprecated `re_match` (still in Gatekeeper's v0 capabilities,
+                // used by library templates) is `regex.match` under another name.
+                if word == "re_match" && prev_sig != b'.' && src[j..].trim_start().starts_with('(')
+                {
+                    out.push_str("regex.match");
+                } else {
+                    out.push_str(word);
+                }
                 i = j;
                 prev_sig = b'a';
             }
@@ -1033,8 +1115,8 @@ impl Match {
         // scope: a Namespace is cluster-scoped even if it names a namespace.
         let has_ns = obj_ns.is_some();
         match self.scope {
-            MatchScope::Cluster if !(is_ns || !has_ns) => return Ok(false),
-            MatchScope::Namespaced if !(!is_ns && has_ns) => return Ok(false),
+            MatchScope::Cluster if !is_ns && has_ns => return Ok(false),
+            MatchScope::Namespaced if is_ns || !has_ns => return Ok(false),
             _ => {}
         }
         // The namespace the namespace matchers see: a Namespace's own name.
