@@ -423,6 +423,15 @@ fn review_of(obj: &Object) -> Value {
     Value::Object(r)
 }
 
+/// `metadata.name` only: Gatekeeper matches names and Namespaces on it, and
+/// an object with only `generateName` has the empty name there.
+fn meta_name(o: &Object) -> &str {
+    o.metadata()
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 fn is_namespace(o: &Object) -> bool {
     o.kind() == "Namespace" && o.group().is_empty()
 }
@@ -1121,7 +1130,7 @@ impl Match {
         }
         // The namespace the namespace matchers see: a Namespace's own name.
         let ns_name = if is_ns {
-            Some(obj.name())
+            Some(meta_name(obj).to_string())
         } else {
             obj_ns.map(str::to_string)
         };
@@ -1160,7 +1169,7 @@ impl Match {
             // A cluster-scoped object other than a Namespace always matches.
         }
         if let Some(pattern) = &self.name {
-            if !wildcard(pattern, &obj.name()) {
+            if !wildcard(pattern, meta_name(obj)) {
                 return Ok(false);
             }
         }
@@ -1368,6 +1377,45 @@ mod tests {
         assert_eq!(pkg, "lib.helpers");
         assert!(out.starts_with("package p.t0.lib.helpers "), "{out}");
         assert!(rewrite_module("violation[x] { x := 1 }", "p", false).is_err());
+    }
+
+    fn obj(v: Value) -> Object {
+        Object::new(v, Arc::from("t.yaml"), 1)
+    }
+
+    #[test]
+    fn scope_and_name_follow_gatekeeper() {
+        let m = |v: Value| Match::parse(serde_json::from_value(v).unwrap()).unwrap();
+        let none = HashMap::new();
+        let ns = obj(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web-ns", "namespace": "x"}}),
+        );
+        let pod = obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "web-", "namespace": "a"}}),
+        );
+        // A Namespace is cluster-scoped even with a stray metadata.namespace.
+        assert!(m(json!({"scope": "Cluster"})).matches(&ns, &none).unwrap());
+        assert!(!m(json!({"scope": "Namespaced"}))
+            .matches(&ns, &none)
+            .unwrap());
+        assert!(m(json!({"scope": "Namespaced"}))
+            .matches(&pod, &none)
+            .unwrap());
+        assert!(m(json!({"scope": "cluster"})).matches(&pod, &none).unwrap());
+        // Names match metadata.name only, never generateName.
+        assert!(!m(json!({"name": "web-*"})).matches(&pod, &none).unwrap());
+        assert!(m(json!({"name": "web-*"})).matches(&ns, &none).unwrap());
+        // A Namespace is matched by namespaces on its own name.
+        assert!(m(json!({"namespaces": ["web-*"]}))
+            .matches(&ns, &none)
+            .unwrap());
+        assert!(!m(json!({"excludedNamespaces": ["*-ns"]}))
+            .matches(&ns, &none)
+            .unwrap());
+        // namespaceSelector on a namespaced object with an unknown Namespace is an error.
+        assert!(m(json!({"namespaceSelector": {}}))
+            .matches(&pod, &none)
+            .is_err());
     }
 
     #[test]
