@@ -20,9 +20,12 @@ pub const HASH_LEN: usize = 32;
 /// A SHA-256 hash: a leaf hash, an interior node hash or a root.
 pub type Hash = [u8; HASH_LEN];
 
-/// The most hashes an inclusion or consistency proof can hold for a tree whose
-/// size fits in a `u64`: one per level plus, for consistency, the seed. Anything
-/// longer is rejected before hashing, so hostile input cannot make us work.
+/// The most hashes any inclusion or consistency proof can hold for a tree
+/// whose size fits in a `u64` (one per level, plus the seed of a consistency
+/// proof). Code that decodes proofs from untrusted input (files, the network)
+/// should refuse longer ones before allocating; the verifiers go further and
+/// reject any proof whose length differs from the exact one its sizes
+/// require, before hashing anything.
 pub const MAX_PROOF_LEN: usize = 65;
 
 const LEAF_PREFIX: u8 = 0x00;
