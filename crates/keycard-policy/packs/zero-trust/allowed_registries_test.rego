@@ -5,25 +5,31 @@ import data.keycard.zt.fixtures_test as f
 
 restricted(image, allowed) := f.with_params(f.with_container({"image": image}), {"allowed_registries": allowed})
 
-test_no_allow_list_means_no_restriction if {
-	count(allowed_registries.deny) == 0 with input as f.with_container({"image": "nginx:1.27"})
+test_no_allow_list_passes_anything if {
+	inp1 := f.with_container({"image": "nginx:1.27"})
+	count(allowed_registries.deny) == 0 with input as inp1
 }
 
-test_host_entry_allows_its_images if {
-	count(allowed_registries.deny) == 0 with input as restricted(f.image, ["registry.example.com"])
+test_approved_host_passes if {
+	inp2 := restricted(f.image, ["registry.example.com"])
+	count(allowed_registries.deny) == 0 with input as inp2
 }
 
-test_trailing_slash_entry_allows_its_images if {
-	count(allowed_registries.deny) == 0 with input as restricted(f.image, ["registry.example.com/"])
+test_trailing_slash_entry_passes if {
+	inp3 := restricted(f.image, ["registry.example.com/"])
+	count(allowed_registries.deny) == 0 with input as inp3
 }
 
-test_repository_entry_allows_tags_and_digests if {
-	count(allowed_registries.deny) == 0 with input as restricted("registry.example.com/shop/web:1.0", ["registry.example.com/shop/web"])
-	count(allowed_registries.deny) == 0 with input as restricted(concat("", ["registry.example.com/shop/web@", f.digest]), ["registry.example.com/shop/web"])
+test_repository_entry_passes_tags_and_digests if {
+	inp4 := restricted("registry.example.com/shop/web:1.0", ["registry.example.com/shop/web"])
+	count(allowed_registries.deny) == 0 with input as inp4
+	inp5 := restricted(concat("", ["registry.example.com/shop/web@", f.digest]), ["registry.example.com/shop/web"])
+	count(allowed_registries.deny) == 0 with input as inp5
 }
 
 test_other_registry_fires if {
-	deny := allowed_registries.deny with input as restricted("evil.example.net/shop/web:1.0", ["registry.example.com", "mirror.example.com"])
+	inp6 := restricted("evil.example.net/shop/web:1.0", ["registry.example.com", "mirror.example.com"])
+	deny := allowed_registries.deny with input as inp6
 	deny == {{
 		"msg": `container "app": image "evil.example.net/shop/web:1.0" is not from an approved registry (allowed: registry.example.com, mirror.example.com)`,
 		"path": "spec.containers[0].image",
@@ -32,27 +38,33 @@ test_other_registry_fires if {
 }
 
 test_lookalike_host_fires if {
-	count(allowed_registries.deny) == 1 with input as restricted("registry.example.com.evil.net/web:1", ["registry.example.com"])
+	inp7 := restricted("registry.example.com.evil.net/web:1", ["registry.example.com"])
+	count(allowed_registries.deny) == 1 with input as inp7
 }
 
 test_other_port_is_another_registry if {
-	count(allowed_registries.deny) == 1 with input as restricted("registry.example.com:5000/web:1", ["registry.example.com"])
+	inp8 := restricted("registry.example.com:5000/web:1", ["registry.example.com"])
+	count(allowed_registries.deny) == 1 with input as inp8
 }
 
 test_repository_entry_does_not_allow_siblings if {
-	count(allowed_registries.deny) == 1 with input as restricted("registry.example.com/shop/webhook:1", ["registry.example.com/shop/web"])
-	count(allowed_registries.deny) == 1 with input as restricted("registry.example.com/other/web:1", ["registry.example.com/shop"])
+	inp9 := restricted("registry.example.com/shop/webhook:1", ["registry.example.com/shop/web"])
+	count(allowed_registries.deny) == 1 with input as inp9
+	inp10 := restricted("registry.example.com/other/web:1", ["registry.example.com/shop"])
+	count(allowed_registries.deny) == 1 with input as inp10
 }
 
 test_unqualified_image_fires_with_explanation if {
-	deny := allowed_registries.deny with input as restricted("nginx:1.27", ["registry.example.com"])
+	inp11 := restricted("nginx:1.27", ["registry.example.com"])
+	deny := allowed_registries.deny with input as inp11
 	some v in deny
 	contains(v.msg, "names no registry host")
 	v.value == "nginx:1.27"
 }
 
-test_localhost_is_a_registry if {
-	count(allowed_registries.deny) == 0 with input as restricted("localhost:5000/web:1", ["localhost:5000"])
+test_localhost_registry_passes if {
+	inp12 := restricted("localhost:5000/web:1", ["localhost:5000"])
+	count(allowed_registries.deny) == 0 with input as inp12
 }
 
 test_init_and_ephemeral_containers_count if {
@@ -66,6 +78,8 @@ test_init_and_ephemeral_containers_count if {
 }
 
 test_single_string_parameter_is_a_list if {
-	count(allowed_registries.deny) == 1 with input as restricted("evil.example.net/web:1", "registry.example.com")
-	count(allowed_registries.deny) == 0 with input as restricted(f.image, "registry.example.com")
+	inp13 := restricted("evil.example.net/web:1", "registry.example.com")
+	count(allowed_registries.deny) == 1 with input as inp13
+	inp14 := restricted(f.image, "registry.example.com")
+	count(allowed_registries.deny) == 0 with input as inp14
 }

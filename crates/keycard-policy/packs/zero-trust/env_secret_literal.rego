@@ -61,9 +61,12 @@ reason(name, value) := "its name suggests a secret" if {
 	count(kinds) > 0
 }
 
+# Names are compared in lower case, with "-" as "_". (No (?i) flag: regorus
+# builds its regex engine without Unicode case folding.)
 secret_name(name) if {
-	regex.match(`(?i)(passw(or)?d|passphrase|secret|token|api_?key|apikey|private_?key|access_?key|credential|auth_?key)`, name)
-	not regex.match(`(?i)_(file|path|dir|url|uri|endpoint|host|name|id|user|username|ttl|timeout|expiry|expires|lifetime|length|size|type|header|enabled|mode|version)$`, name)
+	n := replace(lower(name), "-", "_")
+	regex.match(`(passw(or)?d|passphrase|secret|token|api_?key|private_?key|access_?key|credential|auth_?key)`, n)
+	not regex.match(`_(file|path|dir|url|uri|endpoint|host|name|id|user|username|ttl|timeout|expiry|expires|lifetime|length|size|type|header|enabled|mode|version)$`, n)
 }
 
 # A value that is only a $(VAR) reference to another env var is expanded by
@@ -80,5 +83,5 @@ shapes := [
 	["a Stripe secret key", `(sk|rk)_live_[A-Za-z0-9]{20,}`],
 	["a Google API key", `AIza[A-Za-z0-9_-]{35}`],
 	["a JSON Web Token", `^eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*$`],
-	["a URL with a password", `^[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@`],
+	["a URL with a password", `^[A-Za-z][A-Za-z0-9+.-]*://[^/ \t\r\n:@]+:[^/ \t\r\n@]+@`],
 ]

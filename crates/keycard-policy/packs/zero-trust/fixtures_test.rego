@@ -1,6 +1,14 @@
 # Shared fixtures for the zero-trust pack's tests: a hardened workload that
 # every rule accepts, and builders for inputs shaped exactly like the ones
 # keycard's engine passes (input.object, input.pod, input.params).
+#
+# Conventions of the pack's tests (pack_tests.rs checks the first two):
+# - every rule has a <rule>_test.rego with at least one test named *pass*
+#   (a good object passes) and one named *fire* (a bad shape fires);
+# - tests assert whole findings (msg, path, value) where wording matters;
+# - every `with` value is a variable bound by an earlier expression, never a
+#   rule reference or a call written in place: regorus 0.14 evaluates such a
+#   value as undefined (OPA does not), which would make tests vacuous there.
 package keycard.zt.fixtures_test
 
 # The pack's parameter defaults, as in params.yaml (pack_tests.rs checks that
@@ -48,11 +56,13 @@ spec := {
 labels := {"app": "web", "owner": "team-shop", "data-classification": "internal"}
 
 # A Deployment input around a pod spec.
-deployment(pod_spec) := {
+deployment(pod_spec) := labelled_deployment(pod_spec, labels)
+
+labelled_deployment(pod_spec, workload_labels) := {
 	"object": {
 		"apiVersion": "apps/v1",
 		"kind": "Deployment",
-		"metadata": {"name": "web", "namespace": "shop", "labels": labels},
+		"metadata": {"name": "web", "namespace": "shop", "labels": workload_labels},
 		"spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}},
 	},
 	"pod": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec},
@@ -62,57 +72,68 @@ deployment(pod_spec) := {
 # The hardened workload.
 good := deployment(spec)
 
-# The hardened workload with the first container patched.
-with_container(patch) := deployment(object.union(spec, {"containers": [object.union(container, patch)]}))
+# base with the top-level keys of patch replaced (object.union would merge
+# nested objects, keeping fields a test means to drop).
+replace(base, patch) := object.union(object.remove(base, [k | some k, _ in patch]), patch)
 
-# The hardened workload with its pod spec patched.
-with_spec(patch) := deployment(object.union(spec, patch))
+# The hardened workload with fields of the first container replaced.
+with_container(patch) := deployment(replace(spec, {"containers": [replace(container, patch)]}))
 
-# The hardened workload with parameters patched.
-with_params(input_value, patch) := object.union(input_value, {"params": object.union(defaults, patch)})
+# The hardened workload with fields of its pod spec replaced.
+with_spec(patch) := deployment(replace(spec, patch))
+
+# The hardened workload with its own metadata.labels replaced.
+with_labels(workload_labels) := labelled_deployment(spec, workload_labels)
+
+# An input with some parameters replaced.
+with_params(input_value, patch) := replace(input_value, {"params": replace(defaults, patch)})
 
 # A non-pod object input.
 plain(obj) := {"object": obj, "params": defaults}
 
-# Every output of every rule of the pack for the current input and data.
-# pack_tests.rs checks that `rules` lists every rule package of the pack.
-all_findings := {[rule, v] |
-	some rule in rules
-	some v in data.keycard.zt[rule].deny
+# The outputs of every rule of the pack for the current input and data,
+# by rule package. (Spelled out: a computed data.keycard.zt[name] would take
+# in this package too.) pack_tests.rs checks that every rule package is here.
+outputs := {
+	"allowed_registries": data.keycard.zt.allowed_registries.deny,
+	"image_digest": data.keycard.zt.image_digest.deny,
+	"required_labels": data.keycard.zt.required_labels.deny,
+	"host_path": data.keycard.zt.host_path.deny,
+	"read_only_root_fs": data.keycard.zt.read_only_root_fs.deny,
+	"privileged": data.keycard.zt.privileged.deny,
+	"privilege_escalation": data.keycard.zt.privilege_escalation.deny,
+	"sa_token_automount": data.keycard.zt.sa_token_automount.deny,
+	"default_service_account": data.keycard.zt.default_service_account.deny,
+	"env_secret_literal": data.keycard.zt.env_secret_literal.deny,
+	"default_deny_ingress": data.keycard.zt.default_deny_ingress.deny,
+	"default_deny_egress": data.keycard.zt.default_deny_egress.deny,
+	"rbac_wildcard": data.keycard.zt.rbac_wildcard.deny,
+	"rbac_cluster_admin": data.keycard.zt.rbac_cluster_admin.deny,
+	"rbac_escalation_verbs": data.keycard.zt.rbac_escalation_verbs.deny,
+	"service_exposure": data.keycard.zt.service_exposure.deny,
 }
 
-rules := [
-	"allowed_registries",
-	"image_digest",
-	"required_labels",
-	"host_path",
-	"read_only_root_fs",
-	"privileged",
-	"privilege_escalation",
-	"sa_token_automount",
-	"default_service_account",
-	"env_secret_literal",
-	"default_deny_ingress",
-	"default_deny_egress",
-	"rbac_wildcard",
-	"rbac_cluster_admin",
-	"rbac_escalation_verbs",
-	"service_exposure",
-]
+all_findings := {[rule, v] |
+	some rule, found in outputs
+	some v in found
+}
 
 test_hardened_workload_passes_every_rule if {
 	count(all_findings) == 0 with input as good
 }
 
 test_hardened_workload_passes_with_registry_allow_list if {
-	count(all_findings) == 0 with input as with_params(good, {"allowed_registries": ["registry.example.com/shop"]})
+	inp1 := with_params(good, {"allowed_registries": ["registry.example.com/shop"]})
+	count(all_findings) == 0 with input as inp1
 }
 
 test_non_pod_object_is_ignored_by_pod_rules if {
-	findings := all_findings with input as plain({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop"}, "data": {"PASSWORD": "hunter2"}})
+	inp2 := plain({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "shop"}, "data": {"PASSWORD": "hunter2"}})
+	findings := all_findings with input as inp2
 	count(findings) == 0
 }
 
 test_empty_input_yields_nothing if {
-	count(all_findings) == 0 with input as {}
+	inp3 := {}
+	count(all_findings) == 0 with input as inp3
 }

@@ -4,15 +4,19 @@ import data.keycard.zt.fixtures_test as f
 import data.keycard.zt.image_digest
 
 finding(image) := v if {
-	deny := image_digest.deny with input as f.with_container({"image": image})
+	inp1 := f.with_container({"image": image})
+	deny := image_digest.deny with input as inp1
 	some v in deny
 }
 
 test_digest_passes if {
-	count(image_digest.deny) == 0 with input as f.good
-	count(image_digest.deny) == 0 with input as f.with_container({"image": concat("", ["registry.example.com/web@", f.digest])})
+	inp2 := f.good
+	count(image_digest.deny) == 0 with input as inp2
+	inp3 := f.with_container({"image": concat("", ["registry.example.com/web@", f.digest])})
+	count(image_digest.deny) == 0 with input as inp3
 	sha512 := concat("", ["registry.example.com/web@sha512:", f.hex64, f.hex64])
-	count(image_digest.deny) == 0 with input as f.with_container({"image": sha512})
+	inp4 := f.with_container({"image": sha512})
+	count(image_digest.deny) == 0 with input as inp4
 }
 
 test_latest_fires if {
@@ -56,7 +60,8 @@ test_one_finding_per_container if {
 		"initContainers": [{"name": "init", "image": "busybox"}],
 		"containers": [f.container, object.union(f.container, {"name": "side", "image": "registry.example.com/side:latest"})],
 	})
-	deny := image_digest.deny with input as f.with_spec(spec)
+	inp5 := f.with_spec(spec)
+	deny := image_digest.deny with input as inp5
 	{v.path | some v in deny} == {"spec.initContainers[0].image", "spec.containers[1].image"}
 	count(deny) == 2
 }

@@ -52,11 +52,11 @@ workload_kinds := {
 # and ephemeral ones. Each entry carries where it sits in the spec (kind and
 # index, for paths), its name, the raw container and its securityContext.
 containers := [entry |
-	some kind in ["initContainers", "containers", "ephemeralContainers"]
-	some i, ctr in arr(spec, kind)
+	some field in ["initContainers", "containers", "ephemeralContainers"]
+	some i, ctr in arr(spec, field)
 	is_object(ctr)
 	entry := {
-		"kind": kind,
+		"kind": field,
 		"index": i,
 		"name": str(ctr, "name"),
 		"container": ctr,
