@@ -1,4 +1,30 @@
-//! The cryptographic core of keycard's tamper-evident decision log.
+//! keycard's tamper-evident decision log.
+//!
+//! ```
+//! use keycard_audit::{verify, why, DecisionLog, Ed25519Signer, Record, VerifierSet};
+//! use keycard_store::MemoryStore;
+//!
+//! // Every enforcement point appends its decisions (one schema, durable
+//! // batches); the log signs C2SP checkpoints on a schedule.
+//! let key = Ed25519Signer::generate("keycard.example/decisions").unwrap();
+//! let mut log = DecisionLog::open("keycard.example/decisions", MemoryStore::new(), Box::new(key.clone())).unwrap();
+//! let deny: Record = serde_json::from_str(
+//!     r#"{"point":"admission","outcome":"deny","id":"d-1","subject":"alice",
+//!         "resource":"pods/web","action":"create","policy":"pss-restricted",
+//!         "rule":"privileged","reason":"container web is privileged"}"#,
+//! ).unwrap();
+//! log.append(vec![deny]).unwrap();
+//! log.checkpoint().unwrap();
+//!
+//! // An auditor who trusts the key verifies everything and asks why.
+//! let trusted = VerifierSet::new().with(key.verifier()).unwrap();
+//! verify(log.store(), "keycard.example/decisions", &trusted, None).unwrap();
+//! let answer = why(log.store(), "keycard.example/decisions", &trusted, "d-1").unwrap();
+//! assert_eq!(answer[0].record.rule, "privileged");
+//! assert!(answer[0].checkpoint.is_some());
+//! ```
+//!
+//! The cryptographic core underneath can be used on its own:
 //!
 //! ```
 //! use keycard_audit::{
@@ -32,17 +58,33 @@
 //!   earlier one, so nothing was rewritten.
 //! - [`note`] and [`checkpoint`]: the log signs its tree head in the C2SP
 //!   formats, so standard witnesses and tools can verify and cosign it.
-//! - [`log`]: the storage seam. [`LeafStore`] is what a durable backend
-//!   implements; [`Log`] ties it to the tree and the signer.
+//! - [`log`]: a minimal in-memory log over a [`LeafStore`], for embedding.
+//! - [`record`]: the one schema of every decision, its canonical JSON (the
+//!   leaf data) and the redaction of sensitive fields.
+//! - [`decision`]: [`DecisionLog`] over a `keycard_store::AuditStore`
+//!   (SQLite by default): appends, checkpoint schedule, [`verify`], [`why`],
+//!   [`query`], prune to archives.
+//! - [`tiled`]: proofs from stored subtree hashes, so a million-record log
+//!   answers in milliseconds without being loaded.
+//! - [`export`]: OTLP logs and OCSF events for SIEMs.
 //!
-//! The crate does no I/O of its own.
+//! The crate does no I/O of its own: storage is behind the store trait.
 
 pub mod checkpoint;
+pub mod decision;
+pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod record;
+pub mod tiled;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
+pub use decision::why;
+pub use decision::{
+    query, verify, verify_archive, Appended, ArchiveReport, AuditError, CheckpointPolicy, Clock,
+    DecisionLog, FailureMode, PruneReport, SystemClock, Tamper, VerifyReport, Why,
+};
 pub use log::{LeafStore, Log, LogError, MemoryStore, MemoryStoreError};
 pub use merkle::{
     leaf_hash, node_hash, root_from_leaves, verify_consistency, verify_inclusion, Hash, MerkleTree,
@@ -51,4 +93,7 @@ pub use merkle::{
 pub use note::{
     Ed25519Signer, Ed25519Verifier, Note, NoteError, NoteSignature, Signer, VerifiedNote, Verifier,
     VerifierSet,
+};
+pub use record::{
+    input_digest, EnforcementPoint, Outcome, Record, RecordError, RedactAction, Redaction,
 };
