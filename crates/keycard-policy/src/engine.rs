@@ -402,10 +402,12 @@ fn finish(mut engine: regorus::Engine, rules: Vec<RuleInfo>) -> Result<Compiled,
     engine
         .add_policy(format!("{AGG_PACKAGE}.rego"), agg)
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
-    // Compile now so that errors surface at load time, not per object.
+    // Prepare (resolve and check every module) now, so that errors surface
+    // at load time; a trivial query does that without running any rule,
+    // which could be slow or depend on input.
     engine.set_input(regorus::Value::new_object());
     engine
-        .eval_rule(format!("data.{AGG_PACKAGE}.out"))
+        .eval_query("true".to_string(), false)
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
     Ok(Compiled {
         engine,
@@ -549,17 +551,10 @@ fn run(
     out: &mut Vec<Finding>,
 ) -> Result<(), EvalError> {
     c.engine.set_input(regorus::Value::from(input));
-    let res = c
-        .engine
-        .eval_rule(format!("data.{AGG_PACKAGE}.out"))
-        .map_err(|e| EvalError {
-            policy: c
-                .rules
-                .first()
-                .map(|r| r.policy.clone())
-                .unwrap_or_default(),
-            message: e.to_string(),
-        })?;
+    let res = match c.engine.eval_rule(format!("data.{AGG_PACKAGE}.out")) {
+        Ok(v) => v,
+        Err(e) => return Err(blame(c, e.to_string())),
+    };
     let json = serde_json::to_value(&res).map_err(|e| EvalError {
         policy: String::new(),
         message: e.to_string(),
@@ -578,6 +573,30 @@ fn run(
         out.push(to_finding(rule, v, obj, prefix));
     }
     Ok(())
+}
+
+/// The aggregate query failed (a time limit, a conflict, a builtin error):
+/// find which rule failed by evaluating each on its own, so the error names
+/// the policy and rule instead of the whole set.
+fn blame(c: &mut Compiled, aggregate_error: String) -> EvalError {
+    let rules = c.rules.clone();
+    for r in rules.iter() {
+        if let Err(e) = c.engine.eval_rule(rule_ref(&r.package, r.kind)) {
+            let id = r
+                .meta
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}", r.package, r.kind));
+            return EvalError {
+                policy: r.policy.clone(),
+                message: format!("rule {id}: {e}"),
+            };
+        }
+    }
+    EvalError {
+        policy: rules.first().map(|r| r.policy.clone()).unwrap_or_default(),
+        message: aggregate_error,
+    }
 }
 
 fn to_finding(rule: &RuleInfo, v: &Value, obj: &Object, prefix: &str) -> Finding {

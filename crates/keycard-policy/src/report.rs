@@ -15,6 +15,9 @@ pub struct CheckReport {
     pub findings: Vec<Finding>,
     /// Input and evaluation errors, each naming the file and line.
     pub errors: Vec<String>,
+    /// Things worth knowing that are not errors, e.g. objects of kinds no
+    /// built-in rule knows (custom resources): only the team's policies see them.
+    pub notes: Vec<String>,
     pub expired_exceptions: Vec<Exception>,
     pub unused_exceptions: Vec<Exception>,
     pub exceptions_file: Option<String>,
@@ -70,6 +73,7 @@ impl CheckReport {
             "fail_on": self.fail_on.map(|s| s.as_str()).unwrap_or("never"),
             "passed": self.exit_code() == 0,
             "errors": self.errors,
+            "notes": self.notes,
             "expired_exceptions": self.expired_exceptions.iter().map(exception_json).collect::<Vec<_>>(),
             "unused_exceptions": self.unused_exceptions.iter().map(exception_json).collect::<Vec<_>>(),
         })

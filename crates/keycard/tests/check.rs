@@ -80,7 +80,10 @@ fn examples_fail_on_the_legacy_workload_only() {
     for want in [
         "pss-baseline-privileged",
         "pss-baseline-host-namespaces",
-        "pss-baseline-host-path-volumes",
+        "pss-restricted-volume-types",
+        "zt-host-path",
+        "zt-env-secret-literal",
+        "zt-image-digest",
     ] {
         assert!(legacy.contains(&want), "{want} not in {legacy:?}");
     }
@@ -221,6 +224,11 @@ fn bad_input_is_reported_and_good_files_still_checked() {
         "{\"apiVersion\": \"v1\", \"metadata\": {}}",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("e-crd.yaml"),
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n",
+    )
+    .unwrap();
     let out = run(&[
         "check",
         dir.path().to_str().unwrap(),
@@ -253,6 +261,15 @@ fn bad_input_is_reported_and_good_files_still_checked() {
         errors[2].contains("d-nokind.json:1") && errors[2].contains("kind"),
         "{}",
         errors[2]
+    );
+    let notes = r["summary"]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .contains("e-crd.yaml:1: unknown kind Widget"),
+        "{notes:?}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("a-bad.yaml"), "{stderr}");
@@ -427,7 +444,9 @@ fn team_rego_and_its_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("m.yaml:1") && text.to_lowercase().contains("time"),
+        text.contains("m.yaml:1")
+            && text.contains("rule slow.deny")
+            && text.to_lowercase().contains("time limit"),
         "{text}"
     );
 }

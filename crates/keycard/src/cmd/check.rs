@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use keycard_core::Severity;
-use keycard_k8s::{load_paths, LoadOptions};
+use keycard_k8s::{is_known_kind, load_paths, LoadOptions};
 use keycard_policy::exceptions::{today_days, Exceptions};
 use keycard_policy::packs::DEFAULT_PACKS;
 use keycard_policy::report::CheckReport;
@@ -137,6 +137,19 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         fail_on: fail_on(args.fail_on),
         version: env!("CARGO_PKG_VERSION").to_string(),
         errors: loaded.errors.iter().map(|e| e.to_string()).collect(),
+        notes: loaded
+            .objects
+            .iter()
+            .filter(|o| !is_known_kind(o.kind()))
+            .map(|o| {
+                format!(
+                    "{}: unknown kind {} ({}): no built-in rule applies, only --policy rules see it",
+                    o.source,
+                    o.kind(),
+                    o.api_version()
+                )
+            })
+            .collect(),
         ..CheckReport::default()
     };
     for (obj, r) in results {
