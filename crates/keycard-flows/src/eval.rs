@@ -908,3 +908,127 @@ pub fn explain_pair(cluster: &Cluster, src: &str, dst: &str) -> Option<Connectio
         explanation,
     })
 }
+
+/// One end of an observed flow, for [`FlowDecider`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowPeer {
+    /// A workload, by its index in [`Cluster::workloads`].
+    Workload(usize),
+    /// An IPv4 address outside the cluster, as an integer.
+    Address(u64),
+    /// An address the model cannot place (IPv6): no ipBlock matches it.
+    Unmodelled,
+}
+
+/// A NetworkPolicy rule that matched a flow: the policy's index in
+/// [`Cluster::network_policies`], the direction, the rule's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleRef {
+    pub policy: usize,
+    pub egress: bool,
+    pub rule: usize,
+}
+
+/// The verdict on one flow, with each side's part in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowDecision {
+    pub allowed: bool,
+    /// Whether the source's egress side lets it out.
+    pub egress_allowed: bool,
+    /// Whether the destination's ingress side lets it in.
+    pub ingress_allowed: bool,
+    /// The NetworkPolicy rules that allow this flow on either side.
+    pub rules: Vec<RuleRef>,
+}
+
+/// Decides single observed flows (a port, not a whole connection set)
+/// against a cluster's policies, compiled once: what simulation and drift
+/// replay observed traffic through.
+pub struct FlowDecider<'a> {
+    comp: Compiled<'a>,
+}
+
+impl<'a> FlowDecider<'a> {
+    pub fn new(cluster: &'a Cluster) -> Self {
+        FlowDecider {
+            comp: Compiled::new(cluster, None),
+        }
+    }
+
+    fn peer(p: FlowPeer) -> (Peer, Option<usize>) {
+        match p {
+            FlowPeer::Workload(i) => (Peer::Workload(i), Some(i)),
+            FlowPeer::Address(a) => (Peer::External(a, a), None),
+            FlowPeer::Unmodelled => (Peer::External(MAX_IPV4 + 1, MAX_IPV4 + 1), None),
+        }
+    }
+
+    /// Whether `proto`/`port` from `src` to `dst` is allowed, and by which
+    /// NetworkPolicy rules.
+    pub fn decide(
+        &self,
+        src: FlowPeer,
+        dst: FlowPeer,
+        proto: crate::conn::Protocol,
+        port: u16,
+    ) -> FlowDecision {
+        let c = self.comp.cluster;
+        let (sp, s_w) = Self::peer(src);
+        let (dp, d_w) = Self::peer(dst);
+        let port = u64::from(port);
+        let has = |set: &ConnSet| set.ranges(proto).contains_interval(port, port);
+        if let (Some(a), Some(b)) = (s_w, d_w) {
+            let net = |i: usize| c.workloads.get(i).and_then(|w| c.network_of(w));
+            if net(a) != net(b) {
+                return FlowDecision {
+                    allowed: false,
+                    egress_allowed: false,
+                    ingress_allowed: false,
+                    rules: Vec::new(),
+                };
+            }
+        }
+        let egress_allowed = s_w
+            .and_then(|a| self.comp.side(Dir::Egress, a, dp, None))
+            .is_none_or(|set| has(&set));
+        let ingress_allowed = d_w
+            .and_then(|b| self.comp.side(Dir::Ingress, b, sp, None))
+            .is_none_or(|set| has(&set));
+        let mut rules = Vec::new();
+        let mut collect = |subject: usize, other: Peer, egress: bool| {
+            let (list, d) = if egress {
+                (&self.comp.np_egress[subject], 1)
+            } else {
+                (&self.comp.np_ingress[subject], 0)
+            };
+            let dst_sig = match (egress, other) {
+                (false, _) => self.comp.sig.get(subject).copied(),
+                (true, Peer::Workload(j)) => self.comp.sig.get(j).copied(),
+                (true, _) => None,
+            };
+            for &pi in list {
+                for (ri, r) in self.comp.np_rules[pi][d].iter().enumerate() {
+                    if r.matches(other) && has(&r.conns(dst_sig)) {
+                        rules.push(RuleRef {
+                            policy: pi,
+                            egress,
+                            rule: ri,
+                        });
+                    }
+                }
+            }
+        };
+        if let Some(a) = s_w {
+            collect(a, dp, true);
+        }
+        if let Some(b) = d_w {
+            collect(b, sp, false);
+        }
+        FlowDecision {
+            allowed: egress_allowed && ingress_allowed,
+            egress_allowed,
+            ingress_allowed,
+            rules,
+        }
+    }
+}

@@ -60,15 +60,23 @@
 
 mod conn;
 mod eval;
+pub mod generate;
+pub mod graph;
+pub mod ingest;
+pub mod inventory;
 mod model;
 mod output;
 mod ranges;
 mod selector;
+pub mod simulate;
+pub mod time;
 
 pub use conn::{ConnSet, Protocol};
 pub use eval::{
-    evaluate, evaluate_explained, explain_pair, external_intervals, Connection, INGRESS_CONTROLLER,
+    evaluate, evaluate_explained, explain_pair, external_intervals, Connection, FlowDecider,
+    FlowDecision, FlowPeer, RuleRef, INGRESS_CONTROLLER,
 };
+pub use model::{format_ip, parse_cidr};
 pub use model::{
     Action, AdminPeer, AdminPolicy, AdminRule, Cluster, ContainerPort, Diagnostic, Exposure,
     Network, NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, Workload,

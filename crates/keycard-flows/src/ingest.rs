@@ -1,0 +1,1332 @@
+//! Flow ingestion: keycard's own flow records and Cilium Hubble flows in,
+//! aggregated edges out.
+//!
+//! Three input shapes are read line by line, and may be mixed:
+//!
+//! - keycard flow records ([`FlowRecord`]), which the proxy writes;
+//! - bare Hubble `Flow` objects, one per line (`hubble observe -o json`);
+//! - Hubble `GetFlowsResponse` lines, `{"flow": {...}, "node_name": ...}`
+//!   (`-o jsonpb`, the flow exporter's files). Their `lost_events`,
+//!   `node_status`, `agent_event` and `debug_event` lines are counted and
+//!   skipped.
+//!
+//! A connection is usually observed several times: Hubble reports it at the
+//! source's node (`EGRESS`) and at the destination's (`INGRESS`), once per
+//! trace point and per packet, plus the replies. Replies are dropped, and
+//! observations with the same addresses, ports and protocol are one
+//! connection while they come less than a window apart (sliding). A
+//! connection denied at either end is denied. Inputs from several nodes
+//! are merged by time, so the two ends of one connection meet even though
+//! each file is ordered on its own.
+//!
+//! Memory is bounded: lines are read one at a time (and refused past a
+//! length limit), connections are held only while their window is open
+//! (and at most [`IngestOptions::max_pending`] of them), and edges are
+//! counted, not stored per flow.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Protocol;
+use crate::inventory::Inventory;
+use crate::selector::Labels;
+use crate::time::{format_rfc3339, parse_rfc3339, Nanos};
+
+/// Whether the connection went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allowed,
+    Denied,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+        }
+    }
+}
+
+/// One end of an edge: a workload, or an address outside the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Peer {
+    Workload {
+        namespace: String,
+        kind: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service_account: Option<String>,
+        /// The SPIFFE ID, when the flow source knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        identity: Option<String>,
+    },
+    External {
+        address: String,
+    },
+}
+
+impl Peer {
+    /// `ns/name[Kind]` as the connlist prints it, or `address[External]`.
+    pub fn display(&self) -> String {
+        match self {
+            Peer::Workload {
+                namespace,
+                kind,
+                name,
+                ..
+            } => format!("{namespace}/{name}[{kind}]"),
+            Peer::External { address } => format!("{address}[External]"),
+        }
+    }
+
+    /// `(namespace, kind, name)` of a workload peer.
+    pub fn workload(&self) -> Option<(&str, &str, &str)> {
+        match self {
+            Peer::Workload {
+                namespace,
+                kind,
+                name,
+                ..
+            } => Some((namespace, kind, name)),
+            Peer::External { .. } => None,
+        }
+    }
+
+    pub fn address(&self) -> Option<&str> {
+        match self {
+            Peer::External { address } => Some(address),
+            Peer::Workload { .. } => None,
+        }
+    }
+}
+
+mod protocol_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::conn::Protocol;
+
+    pub fn serialize<S: Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        let s = String::deserialize(d)?;
+        Protocol::parse(&s.to_ascii_uppercase())
+            .ok_or_else(|| serde::de::Error::custom(format!("unsupported protocol {s:?}")))
+    }
+}
+
+/// Observed traffic from one peer to another on one port: the unit of the
+/// dependency graph, of policy generation and of simulation. Written and
+/// read as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edge {
+    pub src: Peer,
+    pub dst: Peer,
+    #[serde(with = "protocol_serde")]
+    pub protocol: Protocol,
+    pub port: u16,
+    pub verdict: Verdict,
+    /// Connections (not packets, not observations).
+    pub count: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// A workload named by a flow record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordWorkload {
+    pub kind: String,
+    pub name: String,
+}
+
+/// One end of a keycard flow record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordEndpoint {
+    /// SPIFFE ID (`spiffe://trust-domain/ns/NS/sa/SA`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<RecordWorkload>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// keycard's own flow record, one JSON object per line, as the proxy
+/// writes it: one record per connection, from the side that saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRecord {
+    /// RFC 3339.
+    pub time: String,
+    pub src: RecordEndpoint,
+    pub dst: RecordEndpoint,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    #[serde(default)]
+    pub bytes: u64,
+    /// `allow` or `deny`.
+    pub verdict: String,
+    /// The policy (and rule) that decided, `ns/name#rule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// A line that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{file}:{line}: {message}")]
+pub struct LineError {
+    pub file: String,
+    pub line: u64,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The first bad line, when bad lines are fatal.
+    #[error("{0}")]
+    Strict(LineError),
+    #[error("more than {0} distinct edges; raise the limit or split the input")]
+    TooManyEdges(usize),
+}
+
+/// Limits and knobs of ingestion.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Longest line read; longer lines are reported and skipped unread.
+    pub max_line_bytes: usize,
+    /// Observations of one 5-tuple closer than this are one connection.
+    pub window: Nanos,
+    /// Most connections held open for deduplication at once.
+    pub max_pending: usize,
+    /// Most distinct edges.
+    pub max_edges: usize,
+    /// How many line errors are kept for the report (all are counted).
+    pub max_errors_kept: usize,
+    /// Stop at the first bad line.
+    pub strict: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_line_bytes: 1 << 20,
+            window: 5_000_000_000,
+            max_pending: 1 << 20,
+            max_edges: 1 << 20,
+            max_errors_kept: 100,
+            strict: false,
+        }
+    }
+}
+
+/// What ingestion saw, for the summary line and `--strict`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestReport {
+    pub lines: u64,
+    /// Observations used (after replies and skipped events).
+    pub flows: u64,
+    pub replies: u64,
+    /// `lost_events`, `node_status`, `agent_event`, `debug_event` lines.
+    pub non_flow_events: u64,
+    /// Events the lost_events lines say were lost.
+    pub events_lost: u64,
+    /// Flows that are not connections NetworkPolicy can decide (ICMP,
+    /// socket-LB traces, drops for reasons other than policy, errors).
+    pub ignored: u64,
+    /// Observations merged into a connection already seen.
+    pub duplicates: u64,
+    pub connections: u64,
+    pub edges: u64,
+    /// Connections flushed early because too many were open at once.
+    pub window_overflows: u64,
+    pub error_count: u64,
+    pub errors: Vec<LineError>,
+}
+
+// ---- Hubble JSON, borrowed where possible --------------------------------
+
+#[derive(Deserialize, Default)]
+struct HLine<'a> {
+    #[serde(borrow, default)]
+    flow: Option<Box<HLine<'a>>>,
+    #[serde(default)]
+    lost_events: Option<HLost>,
+    #[serde(default)]
+    node_status: Option<IgnoredAny>,
+    #[serde(default)]
+    agent_event: Option<IgnoredAny>,
+    #[serde(default)]
+    debug_event: Option<IgnoredAny>,
+    #[serde(default)]
+    src: Option<IgnoredAny>,
+    #[serde(default)]
+    dst: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    verdict: Option<Cow<'a, str>>,
+    #[serde(borrow, default, alias = "dropReasonDesc")]
+    drop_reason_desc: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "IP", alias = "ip")]
+    ip: Option<HIp<'a>>,
+    #[serde(default)]
+    l4: Option<HL4>,
+    #[serde(borrow, default)]
+    source: Option<HEndpoint<'a>>,
+    #[serde(borrow, default)]
+    destination: Option<HEndpoint<'a>>,
+    #[serde(borrow, default, rename = "Type", alias = "type")]
+    flow_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default, alias = "trafficDirection")]
+    traffic_direction: Option<Cow<'a, str>>,
+    #[serde(default, alias = "isReply")]
+    is_reply: Option<bool>,
+    #[serde(default)]
+    reply: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct HLost {
+    #[serde(default, alias = "numEventsLost")]
+    num_events_lost: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct HIp<'a> {
+    #[serde(borrow, default)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    destination: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct HL4 {
+    #[serde(default, rename = "TCP", alias = "tcp")]
+    tcp: Option<HPorts>,
+    #[serde(default, rename = "UDP", alias = "udp")]
+    udp: Option<HPorts>,
+    #[serde(default, rename = "SCTP", alias = "sctp")]
+    sctp: Option<HPorts>,
+    #[serde(default, rename = "ICMPv4", alias = "icmpv4")]
+    icmpv4: Option<IgnoredAny>,
+    #[serde(default, rename = "ICMPv6", alias = "icmpv6")]
+    icmpv6: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+struct HPorts {
+    #[serde(default, alias = "sourcePort")]
+    source_port: Option<u32>,
+    #[serde(default, alias = "destinationPort")]
+    destination_port: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+struct HEndpoint<'a> {
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default, alias = "podName")]
+    pod_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    labels: Vec<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    workloads: Vec<HWorkload<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct HWorkload<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// Kubernetes labels of a Hubble endpoint (`k8s:app=web`), without the
+/// Cilium-internal ones.
+fn hubble_labels(labels: &[Cow<'_, str>]) -> (Labels, Option<String>) {
+    let mut out = Labels::new();
+    let mut sa = None;
+    for l in labels {
+        let Some(kv) = l.strip_prefix("k8s:") else {
+            continue;
+        };
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if k == "io.cilium.k8s.policy.serviceaccount" {
+            sa = Some(v.to_string());
+            continue;
+        }
+        if k.starts_with("io.cilium.k8s.") || k.starts_with("io.kubernetes.pod.namespace") {
+            continue;
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    (out, sa)
+}
+
+/// Without an inventory: `web-5d9f7c6b8-x2x7q` is taken for Deployment
+/// `web`, any other pod for itself.
+fn guess_owner(pod: &str) -> (String, String) {
+    let strip = |s: &str| -> Option<String> {
+        let (base, suffix) = s.rsplit_once('-')?;
+        let ok = !suffix.is_empty()
+            && !base.is_empty()
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        ok.then(|| base.to_string())
+    };
+    if let Some(rs) = strip(pod) {
+        let hash = rs.rsplit_once('-').map(|(_, h)| h).unwrap_or("");
+        if (6..=10).contains(&hash.len()) && hash.bytes().any(|b| b.is_ascii_digit()) {
+            if let Some(base) = strip(&rs) {
+                return ("Deployment".into(), base);
+            }
+        }
+    }
+    ("Pod".into(), pod.to_string())
+}
+
+/// Canonical text of an address (so `10.0.0.1` and `::ffff:10.0.0.1`-style
+/// spellings do not split edges), and its numeric value for the 5-tuple.
+fn parse_addr(s: &str) -> Option<(String, u128)> {
+    let ip: std::net::IpAddr = s.trim().parse().ok()?;
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    let n = match ip {
+        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        std::net::IpAddr::V6(v6) => u128::from(v6),
+    };
+    Some((ip.to_string(), n))
+}
+
+// ---- the ingester --------------------------------------------------------
+
+/// One observation, resolved: small and owned so several inputs can be
+/// merged by time.
+#[derive(Debug, Clone, Copy)]
+struct Obs {
+    time: Nanos,
+    src: u32,
+    dst: u32,
+    src_addr: u128,
+    dst_addr: u128,
+    src_port: u16,
+    dst_port: u16,
+    proto: Protocol,
+    verdict: Verdict,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ConnKey {
+    src: u32,
+    dst: u32,
+    src_addr: u128,
+    dst_addr: u128,
+    src_port: u16,
+    dst_port: u16,
+    proto: Protocol,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    verdict: Verdict,
+    first: Nanos,
+    last: Nanos,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EdgeKey {
+    src: u32,
+    dst: u32,
+    proto: Protocol,
+    port: u16,
+    verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Agg {
+    count: u64,
+    bytes: u64,
+    first: Nanos,
+    last: Nanos,
+}
+
+/// What one line turned out to be.
+enum Parsed {
+    Obs(Obs),
+    Skip,
+    Error(String),
+}
+
+/// One input being read.
+pub struct FlowSource<'r> {
+    name: String,
+    reader: Box<dyn BufRead + 'r>,
+    line: u64,
+    buf: Vec<u8>,
+    next: Option<Obs>,
+    done: bool,
+}
+
+impl<'r> FlowSource<'r> {
+    pub fn new(name: impl Into<String>, reader: impl BufRead + 'r) -> Self {
+        FlowSource {
+            name: name.into(),
+            reader: Box::new(reader),
+            line: 0,
+            buf: Vec::new(),
+            next: None,
+            done: false,
+        }
+    }
+}
+
+/// Reads one line into `buf` (without the newline), keeping at most `max`
+/// bytes. `None` at end of input, else whether the line was too long.
+fn read_line_limited<R: BufRead + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Option<bool>> {
+    buf.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (chunk, used, done) = match avail.iter().position(|&b| b == b'\n') {
+            Some(i) => (&avail[..i], i + 1, true),
+            None => (avail, avail.len(), false),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        r.consume(used);
+        if done {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+/// Streams flow lines into aggregated edges. See the module docs.
+pub struct Ingester<'i> {
+    inv: Option<&'i Inventory>,
+    opts: IngestOptions,
+    peers: Vec<Peer>,
+    peer_ids: HashMap<Peer, u32>,
+    /// `ns\0pod` (or `\0address`) -> peer or why not.
+    cache: HashMap<String, Result<u32, String>>,
+    key_buf: String,
+    open: HashMap<ConnKey, Open>,
+    edges: HashMap<EdgeKey, Agg>,
+    clock: Nanos,
+    since_sweep: u64,
+    report: IngestReport,
+}
+
+const CACHE_LIMIT: usize = 1 << 20;
+
+impl<'i> Ingester<'i> {
+    pub fn new(inv: Option<&'i Inventory>, opts: IngestOptions) -> Self {
+        Ingester {
+            inv,
+            opts,
+            peers: Vec::new(),
+            peer_ids: HashMap::new(),
+            cache: HashMap::new(),
+            key_buf: String::new(),
+            open: HashMap::new(),
+            edges: HashMap::new(),
+            clock: Nanos::MIN,
+            since_sweep: 0,
+            report: IngestReport::default(),
+        }
+    }
+
+    /// A peer's id. Workloads are keyed by namespace, kind and name only:
+    /// one input may know the service account or SPIFFE ID and another
+    /// not, and that must not split one workload's edges.
+    fn intern(&mut self, p: Peer) -> u32 {
+        let key = match &p {
+            Peer::Workload {
+                namespace,
+                kind,
+                name,
+                ..
+            } => Peer::Workload {
+                namespace: namespace.clone(),
+                kind: kind.clone(),
+                name: name.clone(),
+                service_account: None,
+                identity: None,
+            },
+            ext => ext.clone(),
+        };
+        if let Some(&id) = self.peer_ids.get(&key) {
+            if let (
+                Some(Peer::Workload {
+                    service_account,
+                    identity,
+                    ..
+                }),
+                Peer::Workload {
+                    service_account: sa,
+                    identity: idn,
+                    ..
+                },
+            ) = (self.peers.get_mut(id as usize), p)
+            {
+                if service_account.is_none() {
+                    *service_account = sa;
+                }
+                if identity.is_none() {
+                    *identity = idn;
+                }
+            }
+            return id;
+        }
+        let id = u32::try_from(self.peers.len()).unwrap_or(u32::MAX);
+        self.peers.push(p);
+        self.peer_ids.insert(key, id);
+        id
+    }
+
+    fn workload_peer(&mut self, i: usize, identity: Option<String>) -> Option<u32> {
+        let w = self.inv?.workloads.get(i)?;
+        let p = Peer::Workload {
+            namespace: w.namespace.clone(),
+            kind: w.kind.clone(),
+            name: w.name.clone(),
+            service_account: w.service_account.clone(),
+            identity,
+        };
+        Some(self.intern(p))
+    }
+
+    fn external(&mut self, addr: &str) -> Result<(u32, u128), String> {
+        let (text, n) = parse_addr(addr).ok_or_else(|| format!("invalid address {addr:?}"))?;
+        Ok((self.intern(Peer::External { address: text }), n))
+    }
+
+    /// Resolves a pod to its workload peer, cached per pod.
+    fn pod_peer(
+        &mut self,
+        ns: &str,
+        pod: &str,
+        hint: Option<(&str, &str)>,
+        labels: &dyn Fn() -> (Labels, Option<String>),
+    ) -> Result<u32, String> {
+        self.key_buf.clear();
+        self.key_buf.push_str(ns);
+        self.key_buf.push('\0');
+        self.key_buf.push_str(pod);
+        if let Some(r) = self.cache.get(self.key_buf.as_str()) {
+            return r.clone();
+        }
+        let key = self.key_buf.clone();
+        let r = match self.inv {
+            Some(inv) => {
+                let (l, _) = labels();
+                match inv.resolve_pod(ns, pod, hint, &l) {
+                    Some(i) => self
+                        .workload_peer(i, None)
+                        .ok_or_else(|| "inventory index out of range".to_string()),
+                    None => Err(format!("pod {ns}/{pod} is not in the inventory")),
+                }
+            }
+            None => {
+                let (kind, name) = match hint {
+                    Some((k, n)) if !k.is_empty() && !n.is_empty() => {
+                        (k.to_string(), n.to_string())
+                    }
+                    _ => guess_owner(pod),
+                };
+                let (_, sa) = labels();
+                Ok(self.intern(Peer::Workload {
+                    namespace: ns.to_string(),
+                    kind,
+                    name,
+                    service_account: sa,
+                    identity: None,
+                }))
+            }
+        };
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(key, r.clone());
+        r
+    }
+
+    fn hubble_endpoint(
+        &mut self,
+        e: Option<&HEndpoint<'_>>,
+        addr: Option<&str>,
+    ) -> Result<(u32, u128), String> {
+        let n = addr.and_then(parse_addr).map(|(_, n)| n).unwrap_or(0);
+        if let Some(e) = e {
+            if let Some(pod) = e.pod_name.as_deref().filter(|p| !p.is_empty()) {
+                let ns = e.namespace.as_deref().unwrap_or("default");
+                let hint = e
+                    .workloads
+                    .first()
+                    .and_then(|w| Some((w.kind.as_deref()?, w.name.as_deref()?)));
+                let labels = || hubble_labels(&e.labels);
+                let id = self.pod_peer(ns, pod, hint, &labels)?;
+                return Ok((id, n));
+            }
+        }
+        match addr {
+            Some(a) if !a.is_empty() => self.external(a),
+            _ => Err("an endpoint has neither a pod nor an address".into()),
+        }
+    }
+
+    fn parse_hubble(&mut self, f: &HLine<'_>, outer_time: Option<&str>) -> Parsed {
+        if f.is_reply == Some(true) || (f.is_reply.is_none() && f.reply == Some(true)) {
+            self.report.replies += 1;
+            return Parsed::Skip;
+        }
+        let verdict = match f.verdict.as_deref() {
+            Some("FORWARDED" | "REDIRECTED" | "TRANSLATED" | "TRACED" | "AUDIT") => {
+                Verdict::Allowed
+            }
+            Some("DROPPED") => {
+                // Only policy drops say anything about policy.
+                match f.drop_reason_desc.as_deref() {
+                    None => Verdict::Denied,
+                    Some(d) if d.contains("POLICY") || d.contains("AUTH") => Verdict::Denied,
+                    Some(_) => {
+                        self.report.ignored += 1;
+                        return Parsed::Skip;
+                    }
+                }
+            }
+            Some("ERROR" | "VERDICT_UNKNOWN") => {
+                self.report.ignored += 1;
+                return Parsed::Skip;
+            }
+            Some(v) => return Parsed::Error(format!("unknown verdict {v:?}")),
+            None => return Parsed::Error("a flow without a verdict".into()),
+        };
+        if f.flow_type.as_deref() == Some("SOCK") {
+            // Socket-LB traces name the Service address before translation.
+            self.report.ignored += 1;
+            return Parsed::Skip;
+        }
+        let Some(t) = f.time.as_deref().or(outer_time) else {
+            return Parsed::Error("a flow without a time".into());
+        };
+        let Some(time) = parse_rfc3339(t) else {
+            return Parsed::Error(format!("invalid time {t:?}"));
+        };
+        let Some(l4) = &f.l4 else {
+            self.report.ignored += 1;
+            return Parsed::Skip;
+        };
+        let (proto, ports) = match (&l4.tcp, &l4.udp, &l4.sctp) {
+            (Some(p), _, _) => (Protocol::Tcp, p),
+            (_, Some(p), _) => (Protocol::Udp, p),
+            (_, _, Some(p)) => (Protocol::Sctp, p),
+            _ => {
+                if l4.icmpv4.is_none() && l4.icmpv6.is_none() {
+                    return Parsed::Error("l4 names no known protocol".into());
+                }
+                self.report.ignored += 1;
+                return Parsed::Skip;
+            }
+        };
+        let port16 = |p: Option<u32>| -> Result<u16, String> {
+            u16::try_from(p.unwrap_or(0))
+                .map_err(|_| format!("port {} out of range", p.unwrap_or(0)))
+        };
+        let (src_port, dst_port) = match (port16(ports.source_port), port16(ports.destination_port))
+        {
+            (Ok(s), Ok(d)) => (s, d),
+            (Err(e), _) | (_, Err(e)) => return Parsed::Error(e),
+        };
+        if dst_port == 0 {
+            return Parsed::Error("a flow without a destination port".into());
+        }
+        let ip_src = f.ip.as_ref().and_then(|i| i.source.as_deref());
+        let ip_dst = f.ip.as_ref().and_then(|i| i.destination.as_deref());
+        let (src, src_addr) = match self.hubble_endpoint(f.source.as_ref(), ip_src) {
+            Ok(x) => x,
+            Err(e) => return Parsed::Error(format!("source: {e}")),
+        };
+        let (dst, dst_addr) = match self.hubble_endpoint(f.destination.as_ref(), ip_dst) {
+            Ok(x) => x,
+            Err(e) => return Parsed::Error(format!("destination: {e}")),
+        };
+        Parsed::Obs(Obs {
+            time,
+            src,
+            dst,
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            verdict,
+            bytes: 0,
+        })
+    }
+
+    fn record_endpoint(&mut self, e: &RecordEndpoint) -> Result<(u32, u128), String> {
+        let n = e
+            .address
+            .as_deref()
+            .and_then(parse_addr)
+            .map(|(_, n)| n)
+            .unwrap_or(0);
+        let ns_from_id = e.identity.as_deref().and_then(spiffe_ns_sa);
+        let ns = e
+            .namespace
+            .clone()
+            .or_else(|| ns_from_id.as_ref().map(|(ns, _)| ns.clone()));
+        if let Some(w) = &e.workload {
+            let ns = ns.ok_or_else(|| "a workload without a namespace".to_string())?;
+            return match self.inv {
+                Some(inv) => match inv.find(&ns, &w.kind, &w.name) {
+                    Some(i) => self
+                        .workload_peer(i, e.identity.clone())
+                        .map(|id| (id, n))
+                        .ok_or_else(|| "inventory index out of range".into()),
+                    None => Err(format!(
+                        "workload {ns}/{}[{}] is not in the inventory",
+                        w.name, w.kind
+                    )),
+                },
+                None => Ok((
+                    self.intern(Peer::Workload {
+                        namespace: ns,
+                        kind: w.kind.clone(),
+                        name: w.name.clone(),
+                        service_account: e.service_account.clone(),
+                        identity: e.identity.clone(),
+                    }),
+                    n,
+                )),
+            };
+        }
+        if let (Some(pod), Some(ns)) = (&e.pod, &ns) {
+            let labels = || (Labels::new(), e.service_account.clone());
+            return self.pod_peer(ns, pod, None, &labels).map(|id| (id, n));
+        }
+        if let (Some(inv), Some((ns, sa))) = (self.inv, &ns_from_id) {
+            let found: Vec<usize> = inv
+                .workloads
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| &w.namespace == ns && w.service_account.as_deref() == Some(sa))
+                .map(|(i, _)| i)
+                .collect();
+            if let [i] = found[..] {
+                return self
+                    .workload_peer(i, e.identity.clone())
+                    .map(|id| (id, n))
+                    .ok_or_else(|| "inventory index out of range".into());
+            }
+        }
+        match &e.address {
+            Some(a) => self.external(a),
+            None => Err("an endpoint has neither a workload, a pod nor an address".into()),
+        }
+    }
+
+    fn parse_record(&mut self, text: &str) -> Parsed {
+        let r: FlowRecord = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => return Parsed::Error(format!("invalid flow record: {e}")),
+        };
+        let Some(time) = parse_rfc3339(&r.time) else {
+            return Parsed::Error(format!("invalid time {:?}", r.time));
+        };
+        let verdict = match r.verdict.to_ascii_lowercase().as_str() {
+            "allow" | "allowed" | "forwarded" => Verdict::Allowed,
+            "deny" | "denied" | "dropped" => Verdict::Denied,
+            v => return Parsed::Error(format!("unknown verdict {v:?}")),
+        };
+        let Some(proto) = Protocol::parse(&r.protocol.to_ascii_uppercase()) else {
+            self.report.ignored += 1;
+            return Parsed::Skip;
+        };
+        let Some(dst_port) = r.dst.port.filter(|&p| p != 0) else {
+            return Parsed::Error("the destination has no port".into());
+        };
+        let (src, src_addr) = match self.record_endpoint(&r.src) {
+            Ok(x) => x,
+            Err(e) => return Parsed::Error(format!("src: {e}")),
+        };
+        let (dst, dst_addr) = match self.record_endpoint(&r.dst) {
+            Ok(x) => x,
+            Err(e) => return Parsed::Error(format!("dst: {e}")),
+        };
+        Parsed::Obs(Obs {
+            time,
+            src,
+            dst,
+            src_addr,
+            dst_addr,
+            src_port: r.src.port.unwrap_or(0),
+            dst_port,
+            proto,
+            verdict,
+            bytes: r.bytes,
+        })
+    }
+
+    /// Classifies and parses one line.
+    fn parse_line(&mut self, line: &[u8]) -> Parsed {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Parsed::Error("not UTF-8".into());
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return Parsed::Skip;
+        }
+        let l: HLine<'_> = match serde_json::from_str(text) {
+            Ok(l) => l,
+            Err(e) => return Parsed::Error(format!("malformed JSON: {e}")),
+        };
+        if let Some(lost) = &l.lost_events {
+            self.report.non_flow_events += 1;
+            self.report.events_lost += lost.num_events_lost.unwrap_or(0);
+            return Parsed::Skip;
+        }
+        if l.node_status.is_some() || l.agent_event.is_some() || l.debug_event.is_some() {
+            self.report.non_flow_events += 1;
+            return Parsed::Skip;
+        }
+        if let Some(f) = &l.flow {
+            return self.parse_hubble(f, l.time.as_deref());
+        }
+        if l.src.is_some() || l.dst.is_some() {
+            return self.parse_record(text);
+        }
+        if l.verdict.is_some()
+            || l.source.is_some()
+            || l.ip.is_some()
+            || l.l4.is_some()
+            || l.traffic_direction.is_some()
+        {
+            return self.parse_hubble(&l, None);
+        }
+        Parsed::Error("neither a Hubble flow nor a keycard flow record".into())
+    }
+
+    fn error(&mut self, file: &str, line: u64, message: String) -> Result<(), IngestError> {
+        let e = LineError {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        tracing::debug!(%e, "skipped a line");
+        self.report.error_count += 1;
+        if self.opts.strict {
+            return Err(IngestError::Strict(e));
+        }
+        if self.report.errors.len() < self.opts.max_errors_kept {
+            self.report.errors.push(e);
+        }
+        Ok(())
+    }
+
+    /// Advances a source to its next observation (or its end).
+    fn fill(&mut self, s: &mut FlowSource<'_>) -> Result<(), IngestError> {
+        while s.next.is_none() && !s.done {
+            let r = read_line_limited(&mut s.reader, &mut s.buf, self.opts.max_line_bytes)
+                .map_err(|e| IngestError::Io {
+                    file: s.name.clone(),
+                    source: e,
+                })?;
+            let Some(too_long) = r else {
+                s.done = true;
+                break;
+            };
+            s.line += 1;
+            self.report.lines += 1;
+            if too_long {
+                let m = format!("line longer than {} bytes", self.opts.max_line_bytes);
+                self.error(&s.name, s.line, m)?;
+                continue;
+            }
+            let buf = std::mem::take(&mut s.buf);
+            let parsed = self.parse_line(&buf);
+            s.buf = buf;
+            match parsed {
+                Parsed::Obs(o) => s.next = Some(o),
+                Parsed::Skip => {}
+                Parsed::Error(m) => self.error(&s.name, s.line, m)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every source to its end, merging them by time.
+    pub fn run(&mut self, mut sources: Vec<FlowSource<'_>>) -> Result<(), IngestError> {
+        loop {
+            for s in sources.iter_mut() {
+                self.fill(s)?;
+            }
+            let next = sources
+                .iter_mut()
+                .filter(|s| s.next.is_some())
+                .min_by_key(|s| s.next.map(|o| o.time));
+            let Some(s) = next else { break };
+            if let Some(o) = s.next.take() {
+                self.observe(o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one input (convenience for a single file or a test string).
+    pub fn ingest_reader(&mut self, name: &str, r: impl BufRead) -> Result<(), IngestError> {
+        self.run(vec![FlowSource::new(name, r)])
+    }
+
+    fn observe(&mut self, o: Obs) -> Result<(), IngestError> {
+        self.report.flows += 1;
+        self.clock = self.clock.max(o.time);
+        let key = ConnKey {
+            src: o.src,
+            dst: o.dst,
+            src_addr: o.src_addr,
+            dst_addr: o.dst_addr,
+            src_port: o.src_port,
+            dst_port: o.dst_port,
+            proto: o.proto,
+        };
+        let window = self.opts.window;
+        let mut expired = None;
+        match self.open.get_mut(&key) {
+            // Without a source port one record is one connection.
+            Some(c) if o.src_port != 0 && (o.time - c.last).abs() <= window => {
+                self.report.duplicates += 1;
+                c.last = c.last.max(o.time);
+                c.first = c.first.min(o.time);
+                c.bytes = c.bytes.max(o.bytes);
+                if o.verdict == Verdict::Denied {
+                    c.verdict = Verdict::Denied;
+                }
+            }
+            Some(c) => {
+                // The same 5-tuple again after the window: a new connection.
+                expired = Some(*c);
+                *c = Open {
+                    verdict: o.verdict,
+                    first: o.time,
+                    last: o.time,
+                    bytes: o.bytes,
+                };
+            }
+            None => {
+                self.open.insert(
+                    key,
+                    Open {
+                        verdict: o.verdict,
+                        first: o.time,
+                        last: o.time,
+                        bytes: o.bytes,
+                    },
+                );
+            }
+        }
+        if let Some(c) = expired {
+            self.close(key, c)?;
+        }
+        self.since_sweep += 1;
+        if self.since_sweep >= 16_384 || self.open.len() > self.opts.max_pending {
+            self.since_sweep = 0;
+            self.sweep(false)?;
+            if self.open.len() > self.opts.max_pending {
+                self.report.window_overflows += self.open.len() as u64;
+                self.sweep(true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the connections whose window has passed (all with `all`).
+    fn sweep(&mut self, all: bool) -> Result<(), IngestError> {
+        let horizon = self.clock.saturating_sub(self.opts.window);
+        let done: Vec<(ConnKey, Open)> = self
+            .open
+            .iter()
+            .filter(|(_, c)| all || c.last < horizon)
+            .map(|(k, c)| (*k, *c))
+            .collect();
+        for (k, c) in done {
+            self.open.remove(&k);
+            self.close(k, c)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, k: ConnKey, c: Open) -> Result<(), IngestError> {
+        self.report.connections += 1;
+        let ek = EdgeKey {
+            src: k.src,
+            dst: k.dst,
+            proto: k.proto,
+            port: k.dst_port,
+            verdict: c.verdict,
+        };
+        if let Some(a) = self.edges.get_mut(&ek) {
+            a.count += 1;
+            a.bytes = a.bytes.saturating_add(c.bytes);
+            a.first = a.first.min(c.first);
+            a.last = a.last.max(c.last);
+            return Ok(());
+        }
+        if self.edges.len() >= self.opts.max_edges {
+            return Err(IngestError::TooManyEdges(self.opts.max_edges));
+        }
+        self.edges.insert(
+            ek,
+            Agg {
+                count: 1,
+                bytes: c.bytes,
+                first: c.first,
+                last: c.last,
+            },
+        );
+        Ok(())
+    }
+
+    /// Closes every open connection and returns the edges, sorted.
+    pub fn finish(mut self) -> Result<(Vec<Edge>, IngestReport), IngestError> {
+        self.sweep(true)?;
+        let mut edges: Vec<Edge> = Vec::with_capacity(self.edges.len());
+        for (k, a) in &self.edges {
+            let (Some(src), Some(dst)) = (
+                self.peers.get(k.src as usize),
+                self.peers.get(k.dst as usize),
+            ) else {
+                continue;
+            };
+            edges.push(Edge {
+                src: src.clone(),
+                dst: dst.clone(),
+                protocol: k.proto,
+                port: k.port,
+                verdict: k.verdict,
+                count: a.count,
+                bytes: a.bytes,
+                first_seen: format_rfc3339(a.first),
+                last_seen: format_rfc3339(a.last),
+            });
+        }
+        sort_edges(&mut edges);
+        self.report.edges = edges.len() as u64;
+        Ok((edges, self.report))
+    }
+
+    /// The number of connections currently held open (for tests of the
+    /// memory bound).
+    pub fn open_connections(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// `spiffe://td/ns/NS/sa/SA` -> (NS, SA).
+fn spiffe_ns_sa(id: &str) -> Option<(String, String)> {
+    let rest = id.strip_prefix("spiffe://")?;
+    let (_, path) = rest.split_once('/')?;
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        ["ns", ns, "sa", sa] => Some((ns.to_string(), sa.to_string())),
+        _ => None,
+    }
+}
+
+/// Sorts edges into their stable output order.
+pub fn sort_edges(edges: &mut [Edge]) {
+    edges.sort_by(|a, b| {
+        (&a.src, &a.dst, a.protocol, a.port, a.verdict)
+            .cmp(&(&b.src, &b.dst, b.protocol, b.port, b.verdict))
+    });
+}
+
+/// Writes edges as JSON lines.
+pub fn write_edges(w: &mut dyn Write, edges: &[Edge]) -> io::Result<()> {
+    for e in edges {
+        serde_json::to_writer(&mut *w, e)?;
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Reads an edges file; bad lines are returned as errors, not fatal.
+pub fn read_edges(
+    name: &str,
+    r: impl BufRead,
+    max_line_bytes: usize,
+) -> io::Result<(Vec<Edge>, Vec<LineError>)> {
+    let mut r = r;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut line = 0u64;
+    while let Some(too_long) = read_line_limited(&mut r, &mut buf, max_line_bytes)? {
+        line += 1;
+        let err = |m: String| LineError {
+            file: name.to_string(),
+            line,
+            message: m,
+        };
+        if too_long {
+            errors.push(err(format!("line longer than {max_line_bytes} bytes")));
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            errors.push(err("not UTF-8".into()));
+            continue;
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Edge>(text) {
+            Ok(e) => out.push(e),
+            Err(e) => errors.push(err(format!("invalid edge: {e}"))),
+        }
+    }
+    Ok((out, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(text: &str) -> (Vec<Edge>, IngestReport) {
+        let mut ing = Ingester::new(None, IngestOptions::default());
+        ing.ingest_reader("t.jsonl", text.as_bytes()).unwrap();
+        ing.finish().unwrap()
+    }
+
+    const EGRESS: &str = r#"{"flow":{"time":"2024-05-01T10:00:00.100Z","verdict":"FORWARDED","IP":{"source":"10.0.1.5","destination":"10.0.2.9","ipVersion":"IPv4"},"l4":{"TCP":{"source_port":40000,"destination_port":5432,"flags":{"SYN":true}}},"source":{"namespace":"shop","pod_name":"web-5d9f7c6b8-x2x7q","labels":["k8s:app=web"],"workloads":[{"name":"web","kind":"Deployment"}]},"destination":{"namespace":"shop","pod_name":"db-0","labels":["k8s:app=db"]},"Type":"L3_L4","traffic_direction":"EGRESS","is_reply":false},"node_name":"n1","time":"2024-05-01T10:00:00.100Z"}"#;
+
+    #[test]
+    fn both_ends_of_one_connection_count_once() {
+        let ingress = EGRESS
+            .replace("EGRESS", "INGRESS")
+            .replace("00.100Z", "00.101Z");
+        let reply = EGRESS.replace(r#""is_reply":false"#, r#""is_reply":true"#);
+        let text = format!("{EGRESS}\n{ingress}\n{reply}\n");
+        let (edges, rep) = ingest(&text);
+        assert_eq!(edges.len(), 1, "{edges:?}");
+        let e = &edges[0];
+        assert_eq!(e.count, 1);
+        assert_eq!(e.src.display(), "shop/web[Deployment]");
+        assert_eq!(e.dst.display(), "shop/db-0[Pod]");
+        assert_eq!(e.port, 5432);
+        assert_eq!(e.first_seen, "2024-05-01T10:00:00.1Z");
+        assert_eq!(e.last_seen, "2024-05-01T10:00:00.101Z");
+        assert_eq!(rep.replies, 1);
+        assert_eq!(rep.duplicates, 1);
+    }
+
+    #[test]
+    fn a_drop_at_either_end_denies() {
+        let ingress = EGRESS
+            .replace("EGRESS", "INGRESS")
+            .replace("FORWARDED", "DROPPED");
+        let (edges, _) = ingest(&format!("{EGRESS}\n{ingress}\n"));
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].verdict, Verdict::Denied);
+    }
+
+    #[test]
+    fn keycard_records_are_strict() {
+        let ok = r#"{"time":"2024-05-01T10:00:00Z","src":{"namespace":"a","workload":{"kind":"Deployment","name":"x"},"address":"10.0.0.1","port":1234},"dst":{"address":"203.0.113.7","port":443},"protocol":"TCP","bytes":10,"verdict":"allow"}"#;
+        let unknown = ok.replace(r#""bytes":10"#, r#""bytes":10,"extra":1"#);
+        let mut ing = Ingester::new(None, IngestOptions::default());
+        ing.ingest_reader("r.jsonl", format!("{ok}\n{unknown}\n").as_bytes())
+            .unwrap();
+        let (edges, rep) = ing.finish().unwrap();
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].dst.display(), "203.0.113.7[External]");
+        assert_eq!(edges[0].bytes, 10);
+        assert_eq!(rep.error_count, 1);
+        assert_eq!(rep.errors[0].line, 2);
+        assert!(
+            rep.errors[0].message.contains("unknown field"),
+            "{:?}",
+            rep.errors
+        );
+    }
+
+    #[test]
+    fn long_lines_are_refused_unread() {
+        let opts = IngestOptions {
+            max_line_bytes: 64,
+            ..IngestOptions::default()
+        };
+        let mut ing = Ingester::new(None, opts);
+        let text = format!("{}\n{EGRESS}\n", "x".repeat(1000));
+        ing.ingest_reader("t", text.as_bytes()).unwrap();
+        let (_, rep) = ing.finish().unwrap();
+        assert_eq!(rep.error_count, 2);
+        assert!(rep.errors[0].message.contains("longer than 64"));
+    }
+
+    #[test]
+    fn owners_are_guessed_without_inventory() {
+        assert_eq!(
+            guess_owner("web-5d9f7c6b8-x2x7q"),
+            ("Deployment".into(), "web".into())
+        );
+        assert_eq!(guess_owner("db-0"), ("Pod".into(), "db-0".into()));
+        assert_eq!(
+            spiffe_ns_sa("spiffe://td/ns/a/sa/b"),
+            Some(("a".into(), "b".into()))
+        );
+    }
+}
