@@ -486,7 +486,10 @@ fn describe_error(timed_out: bool, message: &str, timeout: Duration) -> String {
         return format!("exceeded the time limit of {timeout:?}");
     }
     // Keep where regorus says the problem is ("--> FILE:LINE:COL").
-    match message.lines().find_map(|l| l.trim_start().strip_prefix("--> ")) {
+    match message
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))
+    {
         Some(location) => format!("{location}: {}", last_line(message)),
         None => last_line(message),
     }

@@ -37,10 +37,17 @@ deny contains v if {
 	}
 }
 
-# Pinned: ends in a well-formed sha256 or sha512 digest.
-pinned(image) if regex.match(`@sha256:[a-f0-9]{64}$`, image)
-
-pinned(image) if regex.match(`@sha512:[a-f0-9]{128}$`, image)
+# Pinned: ends in a well-formed sha256 or sha512 digest. Plain string
+# operations, not regex.match: they cost nothing next to compiling a pattern.
+pinned(image) if {
+	parts := split(image, "@")
+	count(parts) == 2
+	some algorithm, length in {"sha256:": 64, "sha512:": 128}
+	startswith(parts[1], algorithm)
+	hex := substring(parts[1], count(algorithm), -1)
+	count(hex) == length
+	trim(hex, "0123456789abcdef") == ""
+}
 
 issue(image) := "has a malformed digest" if {
 	contains(image, "@")

@@ -39,6 +39,13 @@ test_tag_without_digest_fires if {
 	contains(finding("registry.example.com/web:1.4.2").msg, "not pinned by digest")
 }
 
+test_non_hex_digest_fires if {
+	bad := concat("", ["registry.example.com/web@sha256:", replace(f.hex64, "a", "z")])
+	contains(finding(bad).msg, "malformed digest")
+	short := concat("", ["registry.example.com/web@sha512:", f.hex64])
+	contains(finding(short).msg, "malformed digest")
+}
+
 test_malformed_digest_fires if {
 	contains(finding("registry.example.com/web@sha256:1234").msg, "malformed digest")
 }
