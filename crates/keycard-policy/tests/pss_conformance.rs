@@ -284,3 +284,103 @@ fn pss_packs_conform_to_pod_security_admission() {
     );
     assert!(mismatches.is_empty(), "{} mismatches", mismatches.len());
 }
+
+/// The `test_*` rules of the packs' `*_test.rego` files, which pin down the
+/// finding shape, level overrides and version boundaries, all hold.
+#[test]
+fn pss_rego_unit_tests_pass() {
+    let mut engine = Engine::new();
+    let mut tests = Vec::new();
+    for path in rego_files(Path::new(PACK_DIR), true) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.to_string_lossy().ends_with("_test.rego") {
+            let package = package_of(&text);
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("test_") {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    tests.push(format!("data.{package}.test_{name}"));
+                }
+            }
+        }
+        engine
+            .add_policy(path.display().to_string(), text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+    assert!(tests.len() >= 5, "unit tests found: {tests:?}");
+    let failed: Vec<String> = tests
+        .iter()
+        .filter(|t| !matches!(engine.eval_rule((*t).clone()), Ok(Value::Bool(true))))
+        .cloned()
+        .collect();
+    println!(
+        "pss unit tests: {}/{} passed",
+        tests.len() - failed.len(),
+        tests.len()
+    );
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+/// Every check package carries the metadata the engine reports with its
+/// findings: a title, a description and, under `custom`, a unique id, a
+/// severity, the scope, a remediation and compliance controls.
+#[test]
+fn pss_packages_carry_metadata() {
+    let mut ids = BTreeSet::new();
+    let mut checked = 0;
+    for path in rego_files(Path::new(PACK_DIR), false) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let package = package_of(&text);
+        if !(package.starts_with("keycard.pss.baseline.")
+            || package.starts_with("keycard.pss.restricted."))
+        {
+            continue;
+        }
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim() != "# METADATA")
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect();
+        let meta: serde_json::Value = yaml_serde::from_str(&block.join("\n"))
+            .unwrap_or_else(|e| panic!("{package}: metadata is not YAML: {e}"));
+        let text_field = |v: &serde_json::Value, k: &str| {
+            let s = v[k].as_str().unwrap_or_default().trim().to_string();
+            assert!(!s.is_empty(), "{package}: missing {k}");
+            s
+        };
+        text_field(&meta, "title");
+        text_field(&meta, "description");
+        let custom = &meta["custom"];
+        let id = text_field(custom, "id");
+        let level = if package.starts_with("keycard.pss.baseline.") {
+            "pss-baseline-"
+        } else {
+            "pss-restricted-"
+        };
+        assert!(
+            id.starts_with(level),
+            "{package}: id {id} should start with {level}"
+        );
+        assert!(ids.insert(id.clone()), "{package}: duplicate id {id}");
+        let severity = text_field(custom, "severity");
+        assert!(
+            ["critical", "high", "medium", "low"].contains(&severity.as_str()),
+            "{package}: severity {severity}"
+        );
+        assert_eq!(text_field(custom, "scope"), "pod", "{package}: scope");
+        text_field(custom, "remediation");
+        let controls = custom["controls"].as_object().expect("controls");
+        for framework in ["cis", "nsa", "iso27001", "soc2"] {
+            assert!(
+                controls.get(framework).is_some_and(|v| v.is_array()),
+                "{package}: controls.{framework}"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 19, "check packages with metadata");
+}

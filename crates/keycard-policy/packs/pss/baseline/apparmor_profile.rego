@@ -19,52 +19,56 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.apparmor_profile
 
+import data.keycard.pss.lib
 
 annotation_prefix := "container.apparmor.security.beta.kubernetes.io/"
 
 allowed_types := {"RuntimeDefault", "Localhost"}
 
-allowed_annotation(value) if value == ""
-
-allowed_annotation(value) if value == "runtime/default"
+allowed_annotation(value) if value in {"", "runtime/default"}
 
 allowed_annotation(value) if {
 	is_string(value)
 	startswith(value, "localhost/")
 }
 
-deny contains v if {
-	profile := data.keycard.pss.lib.pod_sc.appArmorProfile
+# A profile without a type (or a null one) has Go's empty string as type,
+# which is not allowed.
+deny contains finding if {
+	profile := input.pod.spec.securityContext.appArmorProfile
 	is_object(profile)
-	t := data.keycard.pss.lib.str(profile, "type")
+	t := object.get(profile, "type", "")
 	not t in allowed_types
-	v := {
-		"msg": sprintf("pod must not set securityContext.appArmorProfile.type to %q", [t]),
-		"path": "spec.securityContext.appArmorProfile.type",
-		"value": t,
-	}
+	finding := lib.finding(
+		sprintf("pod must not set securityContext.appArmorProfile.type to %v", [t]),
+		"spec.securityContext.appArmorProfile.type",
+		t,
+	)
 }
 
-deny contains v if {
-	some c in data.keycard.pss.lib.containers
-	profile := c.sc.appArmorProfile
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	profile := ctr.securityContext.appArmorProfile
 	is_object(profile)
-	t := data.keycard.pss.lib.str(profile, "type")
+	t := object.get(profile, "type", "")
 	not t in allowed_types
-	v := {
-		"msg": sprintf("%s must not set securityContext.appArmorProfile.type to %q", [data.keycard.pss.lib.container_label(c), t]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.appArmorProfile.type"),
-		"value": t,
-	}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.appArmorProfile.type to %v", [lib.container_label(kind, ctr), t]),
+		lib.container_path(kind, i, "securityContext.appArmorProfile.type"),
+		t,
+	)
 }
 
-deny contains v if {
-	some key, value in data.keycard.pss.lib.obj(data.keycard.pss.lib.metadata, "annotations")
+deny contains finding if {
+	some key
+	value := input.pod.metadata.annotations[key]
 	startswith(key, annotation_prefix)
 	not allowed_annotation(value)
-	v := {
-		"msg": sprintf("annotation %s must be runtime/default or localhost/<profile>, not %q", [key, value]),
-		"path": data.keycard.pss.lib.annotation_path(key),
-		"value": value,
-	}
+	finding := lib.finding(
+		sprintf("annotation %s must be runtime/default or localhost/<profile>, not %v", [key, value]),
+		lib.annotation_path(key),
+		value,
+	)
 }

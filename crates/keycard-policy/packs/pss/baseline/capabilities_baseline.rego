@@ -19,6 +19,7 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.capabilities_baseline
 
+import data.keycard.pss.lib
 
 # The container runtime's default capability set.
 allowed := {
@@ -28,18 +29,20 @@ allowed := {
 
 # From v1.22 the restricted level's capabilities check supersedes this one.
 superseded if {
-	data.keycard.pss.lib.restricted
-	data.keycard.pss.lib.version >= 22
+	input.pss_level == "restricted"
+	input.pss_version >= 22
 }
 
-deny contains v if {
+deny contains finding if {
+	some i, j
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	capability := ctr.securityContext.capabilities.add[j]
+	not capability in allowed
 	not superseded
-	some c in data.keycard.pss.lib.containers
-	some j, cap in data.keycard.pss.lib.arr(data.keycard.pss.lib.obj(c.sc, "capabilities"), "add")
-	not cap in allowed
-	v := {
-		"msg": sprintf("%s must not add capability %v", [data.keycard.pss.lib.container_label(c), cap]),
-		"path": data.keycard.pss.lib.container_path(c, sprintf("securityContext.capabilities.add[%d]", [j])),
-		"value": cap,
-	}
+	finding := lib.finding(
+		sprintf("%s must not add capability %v", [lib.container_label(kind, ctr), capability]),
+		lib.container_path(kind, i, sprintf("securityContext.capabilities.add[%d]", [j])),
+		capability,
+	)
 }

@@ -17,11 +17,10 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.host_namespaces
 
-
-deny contains v if {
+deny contains finding if {
 	some field in ["hostNetwork", "hostPID", "hostIPC"]
-	data.keycard.pss.lib.spec[field] == true
-	v := {
+	input.pod.spec[field] == true
+	finding := {
 		"msg": sprintf("pod must not set spec.%s=true", [field]),
 		"path": sprintf("spec.%s", [field]),
 		"value": true,

@@ -18,17 +18,17 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.host_path_volumes
 
-
 # At the restricted level the restricted_volumes check covers hostPath (and
-# every other non-allow-listed volume type) and supersedes this one.
-deny contains v if {
-	not data.keycard.pss.lib.restricted
-	some i, vol in data.keycard.pss.lib.volumes
-	hp := vol.hostPath
-	hp != null
-	v := {
+# every other volume type outside its allow-list) and supersedes this one.
+deny contains finding if {
+	some i
+	input.pss_level != "restricted"
+	vol := input.pod.spec.volumes[i]
+	source := vol.hostPath
+	source != null
+	finding := {
 		"msg": sprintf("volume %q must not use hostPath", [object.get(vol, "name", "")]),
 		"path": sprintf("spec.volumes[%d].hostPath", [i]),
-		"value": hp,
+		"value": source,
 	}
 }

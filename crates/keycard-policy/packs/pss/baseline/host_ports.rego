@@ -17,16 +17,18 @@
 #     soc2: ["CC6.1", "CC6.6"]
 package keycard.pss.baseline.host_ports
 
+import data.keycard.pss.lib
 
-deny contains v if {
-	some c in data.keycard.pss.lib.containers
-	some j, port in data.keycard.pss.lib.arr(c.container, "ports")
-	hp := port.hostPort
-	hp != null
-	hp != 0
-	v := {
-		"msg": sprintf("%s must not use hostPort %v", [data.keycard.pss.lib.container_label(c), hp]),
-		"path": data.keycard.pss.lib.container_path(c, sprintf("ports[%d].hostPort", [j])),
-		"value": hp,
-	}
+deny contains finding if {
+	some i, j
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	port := ctr.ports[j]
+	host_port := port.hostPort
+	not host_port in {0, null}
+	finding := lib.finding(
+		sprintf("%s must not use hostPort %v", [lib.container_label(kind, ctr), host_port]),
+		lib.container_path(kind, i, sprintf("ports[%d].hostPort", [j])),
+		host_port,
+	)
 }

@@ -19,25 +19,38 @@
 #     soc2: ["CC6.1", "CC6.6"]
 package keycard.pss.baseline.host_probes_and_host_lifecycle
 
+import data.keycard.pss.lib
 
-# The probes and lifecycle hooks of a container, as [path, handler] pairs;
-# absent ones are empty objects.
-handlers(ctr) := array.concat(
-	[[probe, data.keycard.pss.lib.obj(ctr, probe)] | some probe in ["livenessProbe", "readinessProbe", "startupProbe"]],
-	[[concat(".", ["lifecycle", hook]), data.keycard.pss.lib.obj(data.keycard.pss.lib.obj(ctr, "lifecycle"), hook)] | some hook in ["postStart", "preStop"]],
-)
-
-deny contains v if {
-	data.keycard.pss.lib.version >= 34
-	some c in data.keycard.pss.lib.containers
-	some [name, handler] in handlers(c.container)
+deny contains finding if {
+	some i
+	input.pss_version >= 34
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	some handler in ["livenessProbe", "readinessProbe", "startupProbe"]
+	probe := ctr[handler]
 	some action in ["httpGet", "tcpSocket"]
-	host := data.keycard.pss.lib.str(data.keycard.pss.lib.obj(handler, action), "host")
-	host != ""
-	path := concat(".", [name, action, "host"])
-	v := {
-		"msg": sprintf("%s must not set %s", [data.keycard.pss.lib.container_label(c), path]),
-		"path": data.keycard.pss.lib.container_path(c, path),
-		"value": host,
-	}
+	host := probe[action].host
+	not host in {"", null}
+	finding := host_finding(kind, i, ctr, concat(".", [handler, action, "host"]), host)
 }
+
+# TCPSocket is no longer a supported lifecycle handler, but old objects may
+# still carry one, and its host is as dangerous.
+deny contains finding if {
+	some i
+	input.pss_version >= 34
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	some handler in ["postStart", "preStop"]
+	hook := ctr.lifecycle[handler]
+	some action in ["httpGet", "tcpSocket"]
+	host := hook[action].host
+	not host in {"", null}
+	finding := host_finding(kind, i, ctr, concat(".", ["lifecycle", handler, action, "host"]), host)
+}
+
+host_finding(kind, i, ctr, path, host) := lib.finding(
+	sprintf("%s must not set %s", [lib.container_label(kind, ctr), path]),
+	lib.container_path(kind, i, path),
+	host,
+)

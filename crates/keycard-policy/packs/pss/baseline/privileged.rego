@@ -18,13 +18,16 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.privileged
 
+import data.keycard.pss.lib
 
-deny contains v if {
-	some c in data.keycard.pss.lib.containers
-	c.sc.privileged == true
-	v := {
-		"msg": sprintf("%s must not set securityContext.privileged=true", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.privileged"),
-		"value": true,
-	}
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	ctr.securityContext.privileged == true
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.privileged=true", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.privileged"),
+		true,
+	)
 }

@@ -18,28 +18,31 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.proc_mount
 
+import data.keycard.pss.lib
 
 # From v1.35 pods with their own user namespace may unmask /proc at the
-# baseline level; the restricted level has its own, unrelaxed, check.
+# baseline level; the restricted level has its own, unrelaxed, check which
+# supersedes this one.
 exempt if {
-	data.keycard.pss.lib.version >= 35
-	data.keycard.pss.lib.restricted
+	input.pss_version >= 35
+	input.pss_level == "restricted"
 }
 
 exempt if {
-	data.keycard.pss.lib.version >= 35
-	data.keycard.pss.lib.user_namespace
+	input.pss_version >= 35
+	input.pod.spec.hostUsers == false
 }
 
-deny contains v if {
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	proc_mount := ctr.securityContext.procMount
+	not proc_mount in {"Default", null}
 	not exempt
-	some c in data.keycard.pss.lib.containers
-	pm := c.sc.procMount
-	pm != null
-	pm != "Default"
-	v := {
-		"msg": sprintf("%s must not set securityContext.procMount to %q", [data.keycard.pss.lib.container_label(c), pm]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.procMount"),
-		"value": pm,
-	}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.procMount to %v", [lib.container_label(kind, ctr), proc_mount]),
+		lib.container_path(kind, i, "securityContext.procMount"),
+		proc_mount,
+	)
 }

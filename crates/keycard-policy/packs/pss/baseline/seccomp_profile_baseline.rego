@@ -19,6 +19,7 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.seccomp_profile_baseline
 
+import data.keycard.pss.lib
 
 pod_annotation := "seccomp.security.alpha.kubernetes.io/pod"
 
@@ -26,74 +27,74 @@ container_annotation_prefix := "container.seccomp.security.alpha.kubernetes.io/"
 
 allowed_types := {"RuntimeDefault", "Localhost"}
 
-allowed_annotation(value) if value == "runtime/default"
-
-allowed_annotation(value) if value == "docker/default"
+allowed_annotation(value) if value in {"runtime/default", "docker/default"}
 
 allowed_annotation(value) if {
 	is_string(value)
 	startswith(value, "localhost/")
 }
 
-# From v1.19 the restricted level's seccomp check supersedes this one.
-superseded if {
-	data.keycard.pss.lib.restricted
-	data.keycard.pss.lib.version >= 19
+# The fields apply from v1.19 (the annotations before), except at the
+# restricted level, where seccomp_profile_restricted supersedes this check.
+fields_apply if {
+	input.pss_version >= 19
+	input.pss_level != "restricted"
 }
 
 # v1.0 to v1.18: the annotations.
-annotations := data.keycard.pss.lib.obj(data.keycard.pss.lib.metadata, "annotations")
-
-deny contains v if {
-	data.keycard.pss.lib.version < 19
-	value := annotations[pod_annotation]
+deny contains finding if {
+	input.pss_version < 19
+	value := input.pod.metadata.annotations[pod_annotation]
 	not allowed_annotation(value)
-	v := {
-		"msg": sprintf("annotation %s must not be %q", [pod_annotation, value]),
-		"path": data.keycard.pss.lib.annotation_path(pod_annotation),
-		"value": value,
-	}
+	finding := lib.finding(
+		sprintf("annotation %s must not be %v", [pod_annotation, value]),
+		lib.annotation_path(pod_annotation),
+		value,
+	)
 }
 
-deny contains v if {
-	data.keycard.pss.lib.version < 19
-	some c in data.keycard.pss.lib.containers
-	key := concat("", [container_annotation_prefix, c.name])
+deny contains finding if {
+	input.pss_version < 19
+	annotations := input.pod.metadata.annotations
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][_]
+	key := concat("", [container_annotation_prefix, ctr.name])
 	value := annotations[key]
 	not allowed_annotation(value)
-	v := {
-		"msg": sprintf("annotation %s must not be %q", [key, value]),
-		"path": data.keycard.pss.lib.annotation_path(key),
-		"value": value,
-	}
+	finding := lib.finding(
+		sprintf("annotation %s must not be %v", [key, value]),
+		lib.annotation_path(key),
+		value,
+	)
 }
 
-# v1.19 and later: the securityContext fields.
-deny contains v if {
-	data.keycard.pss.lib.version >= 19
-	not superseded
-	profile := data.keycard.pss.lib.pod_sc.seccompProfile
+# v1.19 and later: the securityContext fields. A profile without a type (or a
+# null one) has Go's empty string as type, which is not allowed.
+deny contains finding if {
+	fields_apply
+	profile := input.pod.spec.securityContext.seccompProfile
 	is_object(profile)
-	t := data.keycard.pss.lib.str(profile, "type")
+	t := object.get(profile, "type", "")
 	not t in allowed_types
-	v := {
-		"msg": sprintf("pod must not set securityContext.seccompProfile.type to %q", [t]),
-		"path": "spec.securityContext.seccompProfile.type",
-		"value": t,
-	}
+	finding := lib.finding(
+		sprintf("pod must not set securityContext.seccompProfile.type to %v", [t]),
+		"spec.securityContext.seccompProfile.type",
+		t,
+	)
 }
 
-deny contains v if {
-	data.keycard.pss.lib.version >= 19
-	not superseded
-	some c in data.keycard.pss.lib.containers
-	profile := c.sc.seccompProfile
+deny contains finding if {
+	some i
+	fields_apply
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	profile := ctr.securityContext.seccompProfile
 	is_object(profile)
-	t := data.keycard.pss.lib.str(profile, "type")
+	t := object.get(profile, "type", "")
 	not t in allowed_types
-	v := {
-		"msg": sprintf("%s must not set securityContext.seccompProfile.type to %q", [data.keycard.pss.lib.container_label(c), t]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.seccompProfile.type"),
-		"value": t,
-	}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.seccompProfile.type to %v", [lib.container_label(kind, ctr), t]),
+		lib.container_path(kind, i, "securityContext.seccompProfile.type"),
+		t,
+	)
 }

@@ -19,6 +19,7 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.selinux_options
 
+import data.keycard.pss.lib
 
 # Allowed SELinux types, with the version from which each is allowed.
 type_since := {
@@ -29,38 +30,45 @@ type_since := {
 	"container_engine_t": 31,
 }
 
-allowed_type(t) if data.keycard.pss.lib.version >= type_since[t]
+# A set seLinuxOptions breaks the rules when its type is outside the allowed
+# ones for the version, or it sets a user or role (absent or null fields are
+# Go's empty string, which is allowed). Yields [field, value] pairs.
+violations(opts) := [[field, value] |
+	some field in ["type", "user", "role"]
+	value := object.get(opts, field, null)
+	value != null
+	not allowed(field, value)
+] if is_object(opts)
 
-# Every seLinuxOptions object in the pod, with its path and an owner label.
-options contains [data.keycard.pss.lib.pod_sc.seLinuxOptions, "spec.securityContext.seLinuxOptions", "pod"] if {
-	is_object(data.keycard.pss.lib.pod_sc.seLinuxOptions)
+allowed(field, value) if {
+	field == "type"
+	input.pss_version >= type_since[value]
 }
 
-options contains [opts, data.keycard.pss.lib.container_path(c, "securityContext.seLinuxOptions"), data.keycard.pss.lib.container_label(c)] if {
-	some c in data.keycard.pss.lib.containers
-	opts := c.sc.seLinuxOptions
-	is_object(opts)
+allowed(field, value) if {
+	field != "type"
+	value == ""
 }
 
-deny contains v if {
-	some [opts, path, who] in options
-	t := data.keycard.pss.lib.str(opts, "type")
-	not allowed_type(t)
-	v := {
-		"msg": sprintf("%s must not set seLinuxOptions.type to %q", [who, t]),
-		"path": concat(".", [path, "type"]),
-		"value": t,
-	}
+deny contains finding if {
+	opts := input.pod.spec.securityContext.seLinuxOptions
+	some [field, value] in violations(opts)
+	finding := lib.finding(
+		sprintf("pod must not set securityContext.seLinuxOptions.%s to %v", [field, value]),
+		sprintf("spec.securityContext.seLinuxOptions.%s", [field]),
+		value,
+	)
 }
 
-deny contains v if {
-	some [opts, path, who] in options
-	some field in ["user", "role"]
-	value := data.keycard.pss.lib.str(opts, field)
-	value != ""
-	v := {
-		"msg": sprintf("%s must not set seLinuxOptions.%s", [who, field]),
-		"path": concat(".", [path, field]),
-		"value": value,
-	}
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	opts := ctr.securityContext.seLinuxOptions
+	some [field, value] in violations(opts)
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.seLinuxOptions.%s to %v", [lib.container_label(kind, ctr), field, value]),
+		lib.container_path(kind, i, sprintf("securityContext.seLinuxOptions.%s", [field])),
+		value,
+	)
 }

@@ -21,7 +21,6 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.sysctls
 
-
 # The safe sysctls, with the version from which each is allowed.
 allowed_since := {
 	"kernel.shm_rmid_forced": 0,
@@ -40,15 +39,15 @@ allowed_since := {
 	"net.ipv4.tcp_notsent_lowat": 37,
 }
 
-allowed(name) if data.keycard.pss.lib.version >= allowed_since[name]
+allowed(name) if input.pss_version >= allowed_since[name]
 
-deny contains v if {
-	some i, sysctl in data.keycard.pss.lib.arr(data.keycard.pss.lib.pod_sc, "sysctls")
-	is_object(sysctl)
-	name := data.keycard.pss.lib.str(sysctl, "name")
+deny contains finding if {
+	some i
+	sysctl := input.pod.spec.securityContext.sysctls[i]
+	name := sysctl.name
 	not allowed(name)
-	v := {
-		"msg": sprintf("pod must not set sysctl %q", [name]),
+	finding := {
+		"msg": sprintf("pod must not set sysctl %v", [name]),
 		"path": sprintf("spec.securityContext.sysctls[%d].name", [i]),
 		"value": name,
 	}

@@ -17,22 +17,25 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.baseline.windows_host_process
 
+import data.keycard.pss.lib
 
-deny contains v if {
-	data.keycard.pss.lib.pod_sc.windowsOptions.hostProcess == true
-	v := {
-		"msg": "pod must not set securityContext.windowsOptions.hostProcess=true",
-		"path": "spec.securityContext.windowsOptions.hostProcess",
-		"value": true,
-	}
+deny contains finding if {
+	input.pod.spec.securityContext.windowsOptions.hostProcess == true
+	finding := lib.finding(
+		"pod must not set securityContext.windowsOptions.hostProcess=true",
+		"spec.securityContext.windowsOptions.hostProcess",
+		true,
+	)
 }
 
-deny contains v if {
-	some c in data.keycard.pss.lib.containers
-	c.sc.windowsOptions.hostProcess == true
-	v := {
-		"msg": sprintf("%s must not set securityContext.windowsOptions.hostProcess=true", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.windowsOptions.hostProcess"),
-		"value": true,
-	}
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	ctr.securityContext.windowsOptions.hostProcess == true
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.windowsOptions.hostProcess=true", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.windowsOptions.hostProcess"),
+		true,
+	)
 }

@@ -18,25 +18,32 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.allow_privilege_escalation
 
+import data.keycard.pss.lib
 
+# Linux-only: from v1.25 pods with spec.os.name=windows are exempt.
 applies if {
-	data.keycard.pss.lib.version >= 8
-	data.keycard.pss.lib.version < 25
+	input.pss_version >= 8
+	input.pss_version < 25
 }
 
 applies if {
-	data.keycard.pss.lib.version >= 25
-	not data.keycard.pss.lib.windows
+	input.pss_version >= 25
+	not windows
 }
 
-deny contains v if {
+windows if input.pod.spec.os.name == "windows"
+
+# Unset (or null) counts as allowed: it must be explicitly false.
+deny contains finding if {
+	some i
 	applies
-	some c in data.keycard.pss.lib.containers
-	value := object.get(c.sc, "allowPrivilegeEscalation", null)
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	value := object.get(ctr, ["securityContext", "allowPrivilegeEscalation"], null)
 	value != false
-	v := {
-		"msg": sprintf("%s must set securityContext.allowPrivilegeEscalation=false", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.allowPrivilegeEscalation"),
-		"value": value,
-	}
+	finding := lib.finding(
+		sprintf("%s must set securityContext.allowPrivilegeEscalation=false", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.allowPrivilegeEscalation"),
+		value,
+	)
 }

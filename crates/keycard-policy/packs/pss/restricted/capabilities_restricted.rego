@@ -18,37 +18,50 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.capabilities_restricted
 
+import data.keycard.pss.lib
+
+# Linux-only: from v1.25 pods with spec.os.name=windows are exempt.
+applies if {
+	input.pss_version >= 22
+	input.pss_version < 25
+}
 
 applies if {
-	data.keycard.pss.lib.version >= 22
-	data.keycard.pss.lib.version < 25
+	input.pss_version >= 25
+	not windows
 }
 
-applies if {
-	data.keycard.pss.lib.version >= 25
-	not data.keycard.pss.lib.windows
-}
+windows if input.pod.spec.os.name == "windows"
 
-deny contains v if {
+deny contains finding if {
+	some i
 	applies
-	some c in data.keycard.pss.lib.containers
-	drop := data.keycard.pss.lib.arr(data.keycard.pss.lib.obj(c.sc, "capabilities"), "drop")
-	not "ALL" in drop
-	v := {
-		"msg": sprintf("%s must set securityContext.capabilities.drop=[\"ALL\"]", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.capabilities.drop"),
-		"value": object.get(data.keycard.pss.lib.obj(c.sc, "capabilities"), "drop", null),
-	}
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	drop := object.get(ctr, ["securityContext", "capabilities", "drop"], null)
+	not drops_all(drop)
+	finding := lib.finding(
+		sprintf("%s must set securityContext.capabilities.drop=[\"ALL\"]", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.capabilities.drop"),
+		drop,
+	)
 }
 
-deny contains v if {
+drops_all(drop) if {
+	is_array(drop)
+	"ALL" in drop
+}
+
+deny contains finding if {
+	some i, j
 	applies
-	some c in data.keycard.pss.lib.containers
-	some j, cap in data.keycard.pss.lib.arr(data.keycard.pss.lib.obj(c.sc, "capabilities"), "add")
-	cap != "NET_BIND_SERVICE"
-	v := {
-		"msg": sprintf("%s must not add capability %v", [data.keycard.pss.lib.container_label(c), cap]),
-		"path": data.keycard.pss.lib.container_path(c, sprintf("securityContext.capabilities.add[%d]", [j])),
-		"value": cap,
-	}
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	capability := ctr.securityContext.capabilities.add[j]
+	capability != "NET_BIND_SERVICE"
+	finding := lib.finding(
+		sprintf("%s must not add capability %v", [lib.container_label(kind, ctr), capability]),
+		lib.container_path(kind, i, sprintf("securityContext.capabilities.add[%d]", [j])),
+		capability,
+	)
 }

@@ -17,16 +17,18 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.proc_mount_restricted
 
+import data.keycard.pss.lib
 
-deny contains v if {
-	data.keycard.pss.lib.version >= 35
-	some c in data.keycard.pss.lib.containers
-	pm := c.sc.procMount
-	pm != null
-	pm != "Default"
-	v := {
-		"msg": sprintf("%s must not set securityContext.procMount to %q", [data.keycard.pss.lib.container_label(c), pm]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.procMount"),
-		"value": pm,
-	}
+deny contains finding if {
+	some i
+	input.pss_version >= 35
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	proc_mount := ctr.securityContext.procMount
+	not proc_mount in {"Default", null}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.procMount to %v", [lib.container_label(kind, ctr), proc_mount]),
+		lib.container_path(kind, i, "securityContext.procMount"),
+		proc_mount,
+	)
 }

@@ -20,28 +20,25 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.restricted_volumes
 
-
 allowed_sources := {
 	"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "image",
 	"persistentVolumeClaim", "projected", "secret",
 }
 
-# The volume sources a volume sets outside the allowed ones. A volume that
-# sets no source at all is allowed: the API server defaults it to emptyDir.
-forbidden_sources(vol) := [source |
-	some source, value in vol
-	source != "name"
+# A volume is denied for every source it sets outside the allow-list. A
+# volume that sets no source at all is allowed: the API server defaults it to
+# emptyDir.
+deny contains finding if {
+	some i, source
+	vol := input.pod.spec.volumes[i]
+	is_object(vol)
+	value := vol[source]
 	value != null
 	not source in allowed_sources
-]
-
-deny contains v if {
-	some i, vol in data.keycard.pss.lib.volumes
-	is_object(vol)
-	some source in forbidden_sources(vol)
-	v := {
+	source != "name"
+	finding := {
 		"msg": sprintf("volume %q must not use volume type %s", [object.get(vol, "name", ""), source]),
 		"path": sprintf("spec.volumes[%d].%s", [i, source]),
-		"value": vol[source],
+		"value": value,
 	}
 }

@@ -18,46 +18,50 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.run_as_non_root
 
+import data.keycard.pss.lib
 
+# From v1.35 pods in their own user namespace (hostUsers=false) are exempt.
 exempt if {
-	data.keycard.pss.lib.version >= 35
-	data.keycard.pss.lib.user_namespace
+	input.pss_version >= 35
+	input.pod.spec.hostUsers == false
 }
 
-pod_value := object.get(data.keycard.pss.lib.pod_sc, "runAsNonRoot", null)
+# The pod-level value, which containers that leave it unset inherit.
+pod_non_root if input.pod.spec.securityContext.runAsNonRoot == true
 
-deny contains v if {
+deny contains finding if {
+	input.pod.spec.securityContext.runAsNonRoot == false
 	not exempt
-	pod_value == false
-	v := {
-		"msg": "pod must not set securityContext.runAsNonRoot=false",
-		"path": "spec.securityContext.runAsNonRoot",
-		"value": false,
-	}
+	finding := lib.finding(
+		"pod must not set securityContext.runAsNonRoot=false",
+		"spec.securityContext.runAsNonRoot",
+		false,
+	)
 }
 
-deny contains v if {
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	ctr.securityContext.runAsNonRoot == false
 	not exempt
-	some c in data.keycard.pss.lib.containers
-	value := object.get(c.sc, "runAsNonRoot", null)
-	value == false
-	v := {
-		"msg": sprintf("%s must not set securityContext.runAsNonRoot=false", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.runAsNonRoot"),
-		"value": false,
-	}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.runAsNonRoot=false", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.runAsNonRoot"),
+		false,
+	)
 }
 
-# A container that leaves runAsNonRoot unset inherits the pod's value, which
-# must then be true.
-deny contains v if {
+deny contains finding if {
+	some i
+	not pod_non_root
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	object.get(ctr, ["securityContext", "runAsNonRoot"], null) == null
 	not exempt
-	pod_value != true
-	some c in data.keycard.pss.lib.containers
-	object.get(c.sc, "runAsNonRoot", null) == null
-	v := {
-		"msg": sprintf("pod or %s must set securityContext.runAsNonRoot=true", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.runAsNonRoot"),
-		"value": null,
-	}
+	finding := lib.finding(
+		sprintf("pod or %s must set securityContext.runAsNonRoot=true", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.runAsNonRoot"),
+		null,
+	)
 }

@@ -17,34 +17,40 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.run_as_user
 
+import data.keycard.pss.lib
 
 applies if {
-	data.keycard.pss.lib.version >= 23
-	data.keycard.pss.lib.version < 35
+	input.pss_version >= 23
+	input.pss_version < 35
 }
 
+# From v1.35 pods in their own user namespace (hostUsers=false) are exempt.
 applies if {
-	data.keycard.pss.lib.version >= 35
-	not data.keycard.pss.lib.user_namespace
+	input.pss_version >= 35
+	not user_namespace
 }
 
-deny contains v if {
+user_namespace if input.pod.spec.hostUsers == false
+
+deny contains finding if {
+	input.pod.spec.securityContext.runAsUser == 0
 	applies
-	data.keycard.pss.lib.pod_sc.runAsUser == 0
-	v := {
-		"msg": "pod must not set securityContext.runAsUser=0",
-		"path": "spec.securityContext.runAsUser",
-		"value": 0,
-	}
+	finding := lib.finding(
+		"pod must not set securityContext.runAsUser=0",
+		"spec.securityContext.runAsUser",
+		0,
+	)
 }
 
-deny contains v if {
+deny contains finding if {
+	some i
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	ctr.securityContext.runAsUser == 0
 	applies
-	some c in data.keycard.pss.lib.containers
-	c.sc.runAsUser == 0
-	v := {
-		"msg": sprintf("%s must not set securityContext.runAsUser=0", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.runAsUser"),
-		"value": 0,
-	}
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.runAsUser=0", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.runAsUser"),
+		0,
+	)
 }

@@ -19,61 +19,67 @@
 #     soc2: ["CC6.1"]
 package keycard.pss.restricted.seccomp_profile_restricted
 
+import data.keycard.pss.lib
 
 allowed_types := {"RuntimeDefault", "Localhost"}
 
+# Linux-only: from v1.25 pods with spec.os.name=windows are exempt.
 applies if {
-	data.keycard.pss.lib.version >= 19
-	data.keycard.pss.lib.version < 25
+	input.pss_version >= 19
+	input.pss_version < 25
 }
 
 applies if {
-	data.keycard.pss.lib.version >= 25
-	not data.keycard.pss.lib.windows
+	input.pss_version >= 25
+	not windows
 }
 
-pod_profile := object.get(data.keycard.pss.lib.pod_sc, "seccompProfile", null)
+windows if input.pod.spec.os.name == "windows"
 
-# The pod sets an allowed profile, which containers inherit.
-pod_allowed if {
-	is_object(pod_profile)
-	data.keycard.pss.lib.str(pod_profile, "type") in allowed_types
-}
+# The pod sets an allowed profile, which containers without one inherit.
+pod_allowed if input.pod.spec.securityContext.seccompProfile.type in allowed_types
 
-deny contains v if {
+# A profile without a type (or a null one) has Go's empty string as type,
+# which is not allowed.
+deny contains finding if {
 	applies
-	is_object(pod_profile)
-	t := data.keycard.pss.lib.str(pod_profile, "type")
-	not t in allowed_types
-	v := {
-		"msg": sprintf("pod must not set securityContext.seccompProfile.type to %q", [t]),
-		"path": "spec.securityContext.seccompProfile.type",
-		"value": t,
-	}
-}
-
-deny contains v if {
-	applies
-	some c in data.keycard.pss.lib.containers
-	profile := object.get(c.sc, "seccompProfile", null)
+	profile := input.pod.spec.securityContext.seccompProfile
 	is_object(profile)
-	t := data.keycard.pss.lib.str(profile, "type")
+	t := object.get(profile, "type", "")
 	not t in allowed_types
-	v := {
-		"msg": sprintf("%s must not set securityContext.seccompProfile.type to %q", [data.keycard.pss.lib.container_label(c), t]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.seccompProfile.type"),
-		"value": t,
-	}
+	finding := lib.finding(
+		sprintf("pod must not set securityContext.seccompProfile.type to %v", [t]),
+		"spec.securityContext.seccompProfile.type",
+		t,
+	)
 }
 
-deny contains v if {
+deny contains finding if {
+	some i
+	applies
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	profile := ctr.securityContext.seccompProfile
+	is_object(profile)
+	t := object.get(profile, "type", "")
+	not t in allowed_types
+	finding := lib.finding(
+		sprintf("%s must not set securityContext.seccompProfile.type to %v", [lib.container_label(kind, ctr), t]),
+		lib.container_path(kind, i, "securityContext.seccompProfile.type"),
+		t,
+	)
+}
+
+deny contains finding if {
+	some i
 	applies
 	not pod_allowed
-	some c in data.keycard.pss.lib.containers
-	object.get(c.sc, "seccompProfile", null) == null
-	v := {
-		"msg": sprintf("pod or %s must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\"", [data.keycard.pss.lib.container_label(c)]),
-		"path": data.keycard.pss.lib.container_path(c, "securityContext.seccompProfile.type"),
-		"value": null,
-	}
+	some kind in ["initContainers", "containers", "ephemeralContainers"]
+	ctr := input.pod.spec[kind][i]
+	object.get(ctr, ["securityContext", "seccompProfile"], null) == null
+	finding := lib.finding(
+		sprintf("pod or %s must set securityContext.seccompProfile.type to RuntimeDefault or Localhost", [lib.container_label(kind, ctr)]),
+		lib.container_path(kind, i, "securityContext.seccompProfile"),
+		null,
+	)
 }
