@@ -1,6 +1,7 @@
 //! The `keycard` binary: parse the command line, set up logging, run the
 //! subcommand. Everything else lives in the library crates.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
             }),
         )
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     match cmd::run(cli.command) {
         Ok(code) => ExitCode::from(code),

@@ -605,3 +605,66 @@ fn netpol_eval_matches_a_conformance_case_end_to_end() {
     ]);
     assert_eq!(strict.status.code(), Some(2));
 }
+
+#[test]
+fn gatekeeper_library_through_check() {
+    let f =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../keycard-policy/tests/fixtures/gatekeeper");
+    let out = run(&[
+        "check",
+        f.join("manifests").to_str().unwrap(),
+        "--pack",
+        "none",
+        "--policy",
+        f.join("policy").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json_of(&out);
+    let got: Vec<(String, String, String)> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap().to_string(),
+                f["enforcement"].as_str().unwrap().to_string(),
+                f["resource"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let has = |rule: &str, enf: &str, name: &str| {
+        got.iter()
+            .any(|(r, e, n)| r == rule && e == enf && n == name)
+    };
+    assert!(
+        has("K8sNoPrivileged/no-privileged", "deny", "web-app"),
+        "{got:?}"
+    );
+    assert!(
+        has("K8sAllowedRepos/prod-repos", "dryrun", "web-app"),
+        "{got:?}"
+    );
+    assert!(
+        has("K8sRequiredLabels/workloads-need-team", "warn", "worker"),
+        "{got:?}"
+    );
+    // Referential: the inventory is the input of the run.
+    assert!(
+        has("K8sUniqueIngressHost/unique-hosts", "deny", "front"),
+        "{got:?}"
+    );
+    // dryrun and warn never block; only the deny findings at or above high count.
+    assert_eq!(r["summary"]["blocking"], 6);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("other.yaml:2") && !stderr.contains("\x1b["),
+        "{stderr}"
+    );
+}
