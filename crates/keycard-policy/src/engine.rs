@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use keycard_core::Severity;
 use keycard_k8s::{parse_str, LoadOptions, Object};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{json, Map, Value};
 
@@ -48,6 +51,25 @@ struct RuleInfo {
 struct Compiled {
     engine: regorus::Engine,
     rules: Arc<Vec<RuleInfo>>,
+    /// The aggregate rule compiled to regorus' bytecode VM, when every
+    /// construct it uses compiles; the tree-walking interpreter otherwise.
+    program: Option<Arc<Program>>,
+    timer: ExecutionTimerConfig,
+}
+
+impl Compiled {
+    /// A VM loaded with the program and the current data, for one evaluator.
+    fn vm(&self) -> Option<RegoVM> {
+        let program = self.program.as_ref()?;
+        let mut vm = RegoVM::new();
+        vm.load_program(program.clone());
+        if let Err(e) = vm.set_data(self.engine.get_data()) {
+            tracing::debug!(error = %e, "bytecode VM refused the data; using the interpreter");
+            return None;
+        }
+        vm.set_execution_timer_config(Some(self.timer));
+        Some(vm)
+    }
 }
 
 /// Builds a [`PolicySet`].
@@ -181,7 +203,7 @@ impl PolicySetBuilder {
         let builtin = if rules.is_empty() {
             None
         } else {
-            Some(finish(engine, rules)?)
+            Some(finish(engine, rules, timer)?)
         };
 
         // The team's own Rego: conftest-style input (the object itself).
@@ -224,7 +246,7 @@ impl PolicySetBuilder {
         let user = if user_rules.is_empty() {
             None
         } else {
-            Some(finish(user_engine, user_rules)?)
+            Some(finish(user_engine, user_rules, timer)?)
         };
         let mut set = PolicySet {
             builtin,
@@ -390,7 +412,11 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Add the aggregate module that gathers every output rule's results in one
 /// query, so one object costs one evaluation whatever the number of rules.
-fn finish(mut engine: regorus::Engine, rules: Vec<RuleInfo>) -> Result<Compiled, PolicyError> {
+fn finish(
+    mut engine: regorus::Engine,
+    rules: Vec<RuleInfo>,
+    timer: ExecutionTimerConfig,
+) -> Result<Compiled, PolicyError> {
     let mut agg = format!("package {AGG_PACKAGE}\n\n");
     for (i, r) in rules.iter().enumerate() {
         let path = rule_ref(&r.package, r.kind);
@@ -409,9 +435,28 @@ fn finish(mut engine: regorus::Engine, rules: Vec<RuleInfo>) -> Result<Compiled,
     engine
         .eval_query("true".to_string(), false)
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    let entry = format!("data.{AGG_PACKAGE}.out");
+    let program = if std::env::var_os("KEYCARD_REGO_INTERPRETER").is_some() {
+        None
+    } else {
+        match engine
+            .compile_with_entrypoint(&regorus::Rc::from(entry.as_str()))
+            .map_err(|e| e.to_string())
+            .and_then(|cp| {
+                Compiler::compile_from_policy(&cp, &[entry.as_str()]).map_err(|e| e.to_string())
+            }) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::debug!(error = %e, "policy does not compile to bytecode; using the interpreter");
+                None
+            }
+        }
+    };
     Ok(Compiled {
         engine,
         rules: Arc::new(rules),
+        program,
+        timer,
     })
 }
 
@@ -512,13 +557,19 @@ impl PolicySet {
     }
 
     pub fn evaluator(&self) -> Evaluator {
-        Evaluator { set: self.clone() }
+        Evaluator {
+            set: self.clone(),
+            builtin_vm: self.builtin.as_ref().and_then(Compiled::vm),
+            user_vm: self.user.as_ref().and_then(Compiled::vm),
+        }
     }
 }
 
 /// Evaluates objects against a [`PolicySet`]. One per thread.
 pub struct Evaluator {
     set: PolicySet,
+    builtin_vm: Option<RegoVM>,
+    user_vm: Option<RegoVM>,
 }
 
 impl Evaluator {
@@ -530,11 +581,25 @@ impl Evaluator {
         if self.set.builtin.is_some() {
             let input = self.set.builtin_input(obj);
             if let Some(c) = self.set.builtin.as_mut() {
-                run(c, input, obj, prefix, &mut findings)?;
+                run(
+                    c,
+                    self.builtin_vm.as_mut(),
+                    input,
+                    obj,
+                    prefix,
+                    &mut findings,
+                )?;
             }
         }
         if let Some(c) = self.set.user.as_mut() {
-            run(c, obj.value.clone(), obj, prefix, &mut findings)?;
+            run(
+                c,
+                self.user_vm.as_mut(),
+                obj.value.clone(),
+                obj,
+                prefix,
+                &mut findings,
+            )?;
         }
         if let Some(g) = self.set.gatekeeper.as_mut() {
             findings.extend(g.evaluate(obj)?);
@@ -545,15 +610,31 @@ impl Evaluator {
 
 fn run(
     c: &mut Compiled,
+    vm: Option<&mut RegoVM>,
     input: Value,
     obj: &Object,
     prefix: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), EvalError> {
-    c.engine.set_input(regorus::Value::from(input));
-    let res = match c.engine.eval_rule(format!("data.{AGG_PACKAGE}.out")) {
+    let input = regorus::Value::from(input);
+    let res = match vm {
+        Some(vm) => {
+            vm.set_input(input.clone());
+            vm.execute().map_err(|e| e.to_string())
+        }
+        None => {
+            c.engine.set_input(input.clone());
+            c.engine
+                .eval_rule(format!("data.{AGG_PACKAGE}.out"))
+                .map_err(|e| e.to_string())
+        }
+    };
+    let res = match res {
         Ok(v) => v,
-        Err(e) => return Err(blame(c, e.to_string())),
+        Err(e) => {
+            c.engine.set_input(input);
+            return Err(blame(c, e));
+        }
     };
     let json = serde_json::to_value(&res).map_err(|e| EvalError {
         policy: String::new(),
