@@ -28,6 +28,94 @@ pub enum Command {
     /// Evaluate Kubernetes NetworkPolicies: who can reach whom.
     #[command(subcommand)]
     Netpol(NetpolCommand),
+    /// Observed traffic: ingest flows (keycard, Cilium Hubble), draw the dependency graph.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FlowsCommand {
+    /// Read flow files and aggregate them into edges (JSON lines).
+    Ingest(FlowsIngestArgs),
+    /// Draw the dependency graph of an edges file, or query it.
+    Graph(FlowsGraphArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Inputs: keycard flow records, `hubble observe -o json` (bare Flow lines) and
+`-o jsonpb` or exporter files ({\"flow\": ...} lines), mixed freely. Replies are
+dropped, the two observations of one connection (source and destination
+node) count once, pods fold into their workloads.
+
+Examples:
+  hubble observe -o jsonpb --last 100000 > flows.jsonl
+  keycard flows ingest flows.jsonl --inventory cluster-dump/ -o edges.jsonl
+  keycard flows ingest node-a.jsonl node-b.jsonl -o edges.jsonl --strict
+
+Exit status: 0 done (bad lines reported and skipped), 2 usage or input
+error, or any bad line with --strict.")]
+pub struct FlowsIngestArgs {
+    /// Flow files (JSON lines), or - for stdin.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Kubernetes objects (a cluster dump or manifests) to resolve pods to workloads.
+    /// Flows naming pods outside it are reported and skipped.
+    #[arg(long, value_name = "DIR")]
+    pub inventory: Vec<PathBuf>,
+    /// Where to write the edges (JSON lines); - for stdout.
+    #[arg(long, short, value_name = "OUT.jsonl")]
+    pub output: PathBuf,
+    /// Observations of one connection closer than this are counted once (ms, s, m, h).
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub window: String,
+    /// Longest flow line read, in KiB.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    pub max_line_kib: usize,
+    /// Fail (exit 2) at the first bad line instead of reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphFormat {
+    Json,
+    Dot,
+    Mermaid,
+    Svg,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  keycard flows graph edges.jsonl --format svg -o deps.svg
+  keycard flows graph edges.jsonl --format mermaid
+  keycard flows graph edges.jsonl --inventory dump/ --query 'label:data-classification=confidential'
+
+A query prints a table of who talks to the workloads whose labels match
+(label:KEY=VALUE or label:KEY), on which ports, instead of the graph.")]
+pub struct FlowsGraphArgs {
+    /// The edges file written by `keycard flows ingest`, or - for stdin.
+    #[arg(value_name = "EDGES")]
+    pub edges: PathBuf,
+    /// Output format (default: json; a table for --query).
+    #[arg(long, short, value_enum)]
+    pub format: Option<GraphFormat>,
+    /// Kubernetes objects, for the workloads' labels (queries need it).
+    #[arg(long, value_name = "DIR")]
+    pub inventory: Vec<PathBuf>,
+    /// Only edges into workloads whose labels match: label:KEY=VALUE or label:KEY.
+    #[arg(long, value_name = "QUERY")]
+    pub query: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Fail (exit 2) on any bad edge line or inventory problem.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +230,102 @@ pub enum TestOutput {
 pub enum NetpolCommand {
     /// Decide every connection between workloads as Kubernetes would.
     Eval(NetpolEvalArgs),
+    /// Least-privilege NetworkPolicies from observed edges (`keycard flows ingest`).
+    Generate(NetpolGenerateArgs),
+    /// Replay observed edges against a policy set: what would break, and the coverage.
+    Simulate(NetpolSimulateArgs),
+    /// Unused allow rules, denied attempts and new flows; or Git versus a cluster dump.
+    Drift(NetpolDriftArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportOutput {
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Writes a default-deny and a DNS allowance per namespace and one policy per
+workload with ingress from its observed sources and egress to its observed
+destinations. kube-system, kube-public and kube-node-lease are left alone
+unless --include-system-namespaces.
+
+Examples:
+  keycard netpol generate edges.jsonl --inventory dump/ > policies.yaml
+  keycard netpol generate edges.jsonl --inventory dump/ --output-dir policies/")]
+pub struct NetpolGenerateArgs {
+    /// The edges file written by `keycard flows ingest`, or - for stdin.
+    #[arg(value_name = "EDGES")]
+    pub edges: PathBuf,
+    /// Kubernetes objects (a cluster dump or manifests) with the workloads.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// Write one file per namespace (NAMESPACE.yaml) here instead of stdout.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Also generate for kube-system, kube-public and kube-node-lease.
+    #[arg(long)]
+    pub include_system_namespaces: bool,
+    /// Fail (exit 2) on any bad edge line, inventory problem or warning.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Exit status: 0 every observed allowed flow stays allowed, 1 some would be
+denied, 2 usage or input error.")]
+pub struct NetpolSimulateArgs {
+    /// The edges file written by `keycard flows ingest`, or - for stdin.
+    #[arg(value_name = "EDGES")]
+    pub edges: PathBuf,
+    /// Kubernetes objects with the workloads.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub inventory: Vec<PathBuf>,
+    /// The policy set to try (NetworkPolicies, admin policies).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub policies: Vec<PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = ReportOutput::Human)]
+    pub output: ReportOutput,
+    /// Fail (exit 2) on any bad input.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  keycard netpol drift edges.jsonl --inventory dump/ --policies policies/ --since 2024-05-01T00:00:00Z
+  keycard netpol drift --declared policies/ --cluster dump/")]
+pub struct NetpolDriftArgs {
+    /// The edges file written by `keycard flows ingest` (not with --declared).
+    #[arg(
+        value_name = "EDGES",
+        required_unless_present = "declared",
+        conflicts_with = "declared"
+    )]
+    pub edges: Option<PathBuf>,
+    /// Kubernetes objects with the workloads.
+    #[arg(long, value_name = "DIR", requires = "edges")]
+    pub inventory: Vec<PathBuf>,
+    /// The policy set in force.
+    #[arg(long, value_name = "DIR", requires = "edges")]
+    pub policies: Vec<PathBuf>,
+    /// Report edges first seen at or after this time (RFC 3339) as new.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Policies as declared in Git...
+    #[arg(long, value_name = "DIR", requires = "cluster")]
+    pub declared: Vec<PathBuf>,
+    /// ...compared with the policies of a cluster dump.
+    #[arg(long, value_name = "DUMP")]
+    pub cluster: Vec<PathBuf>,
+    #[arg(long, short, value_enum, default_value_t = ReportOutput::Human)]
+    pub output: ReportOutput,
+    /// Fail (exit 2) on any bad input.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 //! One file per subcommand.
 
-use crate::cli::{Command, NetpolCommand, PolicyCommand};
+use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
 mod check;
+mod flows;
 mod netpol;
 mod policy;
 
@@ -14,6 +15,11 @@ pub fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Policy(PolicyCommand::Show { pack }) => policy::show(&pack),
         Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
         Command::Netpol(NetpolCommand::Eval(args)) => netpol::eval(args),
+        Command::Netpol(NetpolCommand::Generate(args)) => netpol::generate(args),
+        Command::Netpol(NetpolCommand::Simulate(args)) => netpol::simulate(args),
+        Command::Netpol(NetpolCommand::Drift(args)) => netpol::drift(args),
+        Command::Flows(FlowsCommand::Ingest(args)) => flows::ingest(args),
+        Command::Flows(FlowsCommand::Graph(args)) => flows::graph(args),
     }
 }
 
