@@ -295,6 +295,24 @@ metadata:
   namespace: shop
 spec:
   type: LoadBalancer
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: batch
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: nightly
+  namespace: batch
+spec:
+  template:
+    spec:
+      containers:
+      - name: job
+        image: registry.example.com/job:1
 "#;
     let (objects, errors) =
         keycard_k8s::parse_str("shop.yaml", yaml, &keycard_k8s::LoadOptions::default());
@@ -342,16 +360,82 @@ spec:
         "spec.template.spec.automountServiceAccountToken",
     );
     expect("Service", "zt-service-exposure", "spec.type");
-    // allowed_registries defaults to [] (rule off); the Namespace object, not
-    // the Deployment, carries the namespace findings.
+    // "batch" has no Namespace object: its first object carries the finding.
+    expect("ConfigMap", "zt-default-deny-ingress", "metadata.namespace");
+    expect(
+        "Job",
+        "zt-image-digest",
+        "spec.template.spec.containers[0].image",
+    );
+    let namespace_findings: Vec<_> = found
+        .iter()
+        .filter(|(_, r, _)| r.starts_with("zt-default-deny"))
+        .map(|(k, _, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        namespace_findings,
+        ["ConfigMap", "ConfigMap", "Namespace", "Namespace"],
+        "{found:#?}"
+    );
+    // allowed_registries defaults to [] (rule off).
     assert!(
         !found.iter().any(|(_, r, _)| r == "zt-allowed-registries"),
         "{found:#?}"
     );
-    assert!(
-        !found
-            .iter()
-            .any(|(k, r, _)| k != "Namespace" && r.starts_with("zt-default-deny")),
-        "{found:#?}"
-    );
+}
+
+/// Cost of the zero-trust pack per object through the engine, and that it
+/// stays flat as the input grows (no rule scans the inventory per object).
+/// Timing-based, so not run by default:
+/// `cargo test --release -p keycard-policy --test pack_tests -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn zero_trust_cost_per_object_is_flat() {
+    fn manifests(n: usize) -> String {
+        let mut out = String::new();
+        for ns in 0..20 {
+            if ns % 2 == 0 {
+                out.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: ns{ns}}}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: deny, namespace: ns{ns}}}\nspec: {{podSelector: {{}}, policyTypes: [Ingress]}}\n"
+            ));
+        }
+        for i in 0..n {
+            let ns = i % 20;
+            out.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app{i}, namespace: ns{ns}, labels: {{owner: t, data-classification: internal}}}}\nspec:\n  template:\n    spec:\n      serviceAccountName: app{i}\n      containers:\n      - name: app\n        image: registry.example.com/app:{i}\n        env:\n        - {{name: LOG_LEVEL, value: info}}\n        - {{name: API_TOKEN, value: abc{i}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: app{i}, namespace: ns{ns}}}\nspec: {{type: ClusterIP}}\n"
+            ));
+        }
+        out
+    }
+    let mut per_object = Vec::new();
+    for n in [500, 2000] {
+        let (objects, errors) = keycard_k8s::parse_str(
+            "many.yaml",
+            &manifests(n),
+            &keycard_k8s::LoadOptions::default(),
+        );
+        assert!(errors.is_empty());
+        let policy = keycard_policy::PolicySetBuilder::new()
+            .pack("zero-trust")
+            .inventory(&objects)
+            .build()
+            .unwrap();
+        let mut evaluator = policy.evaluator();
+        let started = std::time::Instant::now();
+        let mut findings = 0;
+        for obj in &objects {
+            findings += evaluator.evaluate(obj).unwrap().len();
+        }
+        let each = started.elapsed() / objects.len() as u32;
+        eprintln!(
+            "{} objects: {each:?} per object, {findings} findings",
+            objects.len()
+        );
+        per_object.push(each);
+    }
+    assert!(per_object[1] < per_object[0] * 2, "{per_object:?}");
 }

@@ -23,11 +23,12 @@
 package keycard.zt.allowed_registries
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.containers
 
 deny contains v if {
 	allowed := lib.param_list("allowed_registries")
 	count(allowed) > 0
-	some c in lib.containers
+	some c in containers
 	image := lib.str(c.container, "image")
 	image != ""
 	not approved(image, allowed)

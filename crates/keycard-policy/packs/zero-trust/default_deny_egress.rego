@@ -27,14 +27,16 @@
 package keycard.zt.default_deny_egress
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.namespace_finding_path
+import data.keycard.zt.lib.reported_namespace
 
 deny contains v if {
-	ns := lib.reported_namespace
+	ns := reported_namespace
 	not ns in lib.param_list("network_policy_exempt_namespaces")
 	not denied(ns)
 	v := {
 		"msg": sprintf("%s has no default-deny egress NetworkPolicy (podSelector: {}, policyTypes including Egress, no egress rules but DNS)", [lib.namespace_label(ns)]),
-		"path": lib.namespace_finding_path,
+		"path": namespace_finding_path,
 		"value": ns,
 	}
 }

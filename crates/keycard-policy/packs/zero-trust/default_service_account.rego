@@ -22,23 +22,25 @@
 package keycard.zt.default_service_account
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.has_pod
+import data.keycard.zt.lib.spec
 
 deny contains v if {
-	lib.has_pod
-	name := lib.str(lib.spec, "serviceAccountName")
+	has_pod
+	name := lib.str(spec, "serviceAccountName")
 	name == ""
-	legacy := lib.str(lib.spec, "serviceAccount")
+	legacy := lib.str(spec, "serviceAccount")
 	legacy in {"", "default"}
 	v := {
 		"msg": "pod names no service account, so it runs as the namespace's default account",
 		"path": "spec.serviceAccountName",
-		"value": object.get(lib.spec, "serviceAccountName", null),
+		"value": object.get(spec, "serviceAccountName", null),
 	}
 }
 
 deny contains v if {
-	lib.has_pod
-	lib.spec.serviceAccountName == "default"
+	has_pod
+	spec.serviceAccountName == "default"
 	v := {
 		"msg": "pod runs as the namespace's default service account",
 		"path": "spec.serviceAccountName",

@@ -27,12 +27,13 @@
 package keycard.zt.env_secret_literal
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.containers
 
 # What a finding shows instead of the value.
 mask := "[redacted]"
 
 deny contains v if {
-	some c in lib.containers
+	some c in containers
 	some i, env in lib.arr(c.container, "env")
 	is_object(env)
 	value := lib.str(env, "value")

@@ -24,9 +24,10 @@
 package keycard.zt.host_path
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.volumes
 
 deny contains v if {
-	some i, vol in lib.volumes
+	some i, vol in volumes
 	is_object(vol)
 	hp := vol.hostPath
 	is_object(hp)

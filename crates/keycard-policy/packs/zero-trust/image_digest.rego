@@ -23,9 +23,10 @@
 package keycard.zt.image_digest
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.containers
 
 deny contains v if {
-	some c in lib.containers
+	some c in containers
 	image := lib.str(c.container, "image")
 	image != ""
 	not pinned(image)

@@ -22,10 +22,12 @@
 package keycard.zt.privilege_escalation
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.containers
+import data.keycard.zt.lib.windows
 
 deny contains v if {
-	not lib.windows
-	some c in lib.containers
+	not windows
+	some c in containers
 	value := object.get(c.sc, "allowPrivilegeEscalation", null)
 	value != false
 	v := {

@@ -22,9 +22,10 @@
 package keycard.zt.privileged
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.containers
 
 deny contains v if {
-	some c in lib.containers
+	some c in containers
 	c.sc.privileged == true
 	v := {
 		"msg": sprintf("%s runs privileged", [lib.container_label(c)]),
@@ -34,7 +35,7 @@ deny contains v if {
 }
 
 deny contains v if {
-	some c in lib.containers
+	some c in containers
 	some j, cap in lib.arr(lib.obj(c.sc, "capabilities"), "add")
 	is_string(cap)
 	trim_prefix(upper(cap), "CAP_") in {"SYS_ADMIN", "ALL"}

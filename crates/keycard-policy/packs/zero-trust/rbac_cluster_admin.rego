@@ -23,25 +23,29 @@
 package keycard.zt.rbac_cluster_admin
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.input_object
+import data.keycard.zt.lib.kind
+import data.keycard.zt.lib.namespace
+import data.keycard.zt.lib.object_label
 
 deny contains v if {
-	lib.kind in {"RoleBinding", "ClusterRoleBinding"}
-	ref := lib.obj(lib.input_object, "roleRef")
+	kind in {"RoleBinding", "ClusterRoleBinding"}
+	ref := lib.obj(input_object, "roleRef")
 	ref.kind == "ClusterRole"
 	ref.name == "cluster-admin"
-	some j, subject in lib.arr(lib.input_object, "subjects")
+	some j, subject in lib.arr(input_object, "subjects")
 	is_object(subject)
 	not allowed(subject)
 	v := {
-		"msg": sprintf("%s binds cluster-admin to %s%s", [lib.object_label, lib.subject_label(subject), reach]),
+		"msg": sprintf("%s binds cluster-admin to %s%s", [object_label, lib.subject_label(subject), reach]),
 		"path": sprintf("subjects[%d]", [j]),
 		"value": subject,
 	}
 }
 
 reach := " across the whole cluster" if {
-	lib.kind == "ClusterRoleBinding"
-} else := sprintf(" in namespace %q", [lib.namespace])
+	kind == "ClusterRoleBinding"
+} else := sprintf(" in namespace %q", [namespace])
 
 allowed(subject) if {
 	some a in lib.param_list("cluster_admin_subjects")

@@ -23,17 +23,21 @@
 package keycard.zt.rbac_escalation_verbs
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.builtin_cluster_role
+import data.keycard.zt.lib.kind
+import data.keycard.zt.lib.object_label
+import data.keycard.zt.lib.role_rules
 
 deny contains v if {
-	lib.kind in {"Role", "ClusterRole"}
-	not lib.builtin_cluster_role
-	some i, rule in lib.role_rules
+	kind in {"Role", "ClusterRole"}
+	not builtin_cluster_role
+	some i, rule in role_rules
 	is_object(rule)
 	some j, verb in lib.arr(rule, "verbs")
 	is_string(verb)
 	lower(verb) in {"escalate", "bind", "impersonate"}
 	v := {
-		"msg": sprintf("%s grants the %s verb on %s in rules[%d]", [lib.object_label, verb, resources(rule), i]),
+		"msg": sprintf("%s grants the %s verb on %s in rules[%d]", [object_label, verb, resources(rule), i]),
 		"path": sprintf("rules[%d].verbs[%d]", [i, j]),
 		"value": verb,
 	}

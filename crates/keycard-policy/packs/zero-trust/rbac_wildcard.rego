@@ -23,17 +23,21 @@
 package keycard.zt.rbac_wildcard
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.builtin_cluster_role
+import data.keycard.zt.lib.kind
+import data.keycard.zt.lib.object_label
+import data.keycard.zt.lib.role_rules
 
 deny contains v if {
-	lib.kind in {"Role", "ClusterRole"}
-	not lib.builtin_cluster_role
-	some i, rule in lib.role_rules
+	kind in {"Role", "ClusterRole"}
+	not builtin_cluster_role
+	some i, rule in role_rules
 	is_object(rule)
 	some field in ["apiGroups", "resources", "verbs", "nonResourceURLs"]
 	some j, item in lib.arr(rule, field)
 	wildcard(field, item)
 	v := {
-		"msg": sprintf("%s grants %s %q in rules[%d]", [lib.object_label, field, item, i]),
+		"msg": sprintf("%s grants %s %q in rules[%d]", [object_label, field, item, i]),
 		"path": sprintf("rules[%d].%s[%d]", [i, field, j]),
 		"value": item,
 	}

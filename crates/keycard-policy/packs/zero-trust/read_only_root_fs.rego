@@ -23,10 +23,12 @@
 package keycard.zt.read_only_root_fs
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.windows
+import data.keycard.zt.lib.workload_containers
 
 deny contains v if {
-	not lib.windows
-	some c in lib.workload_containers
+	not windows
+	some c in workload_containers
 	value := object.get(c.sc, "readOnlyRootFilesystem", null)
 	value != true
 	v := {

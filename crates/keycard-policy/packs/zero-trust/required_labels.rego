@@ -24,35 +24,40 @@
 package keycard.zt.required_labels
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.controlled
+import data.keycard.zt.lib.kind
+import data.keycard.zt.lib.metadata
+import data.keycard.zt.lib.object_label
+import data.keycard.zt.lib.workload_kinds
 
 deny contains v if {
-	lib.kind in lib.workload_kinds
-	not lib.controlled
+	kind in workload_kinds
+	not controlled
 	some key in lib.param_list("required_labels")
 	is_string(key)
 	not has_label(key)
 	v := {
 		"msg": sprintf("%s has no %q label (required: %s)", [
-			lib.object_label, key,
+			object_label, key,
 			concat(", ", [k | some k in lib.param_list("required_labels"); is_string(k)]),
 		]),
 		"path": lib.label_path(key),
-		"value": object.get(lib.obj(lib.metadata, "labels"), key, null),
+		"value": object.get(lib.obj(metadata, "labels"), key, null),
 	}
 }
 
 deny contains v if {
-	lib.kind in lib.workload_kinds
-	not lib.controlled
+	kind in workload_kinds
+	not controlled
 	some key, allowed in lib.param_obj("allowed_label_values")
 	is_array(allowed)
 	count(allowed) > 0
 	has_label(key)
-	value := lib.metadata.labels[key]
+	value := metadata.labels[key]
 	not value in allowed
 	v := {
 		"msg": sprintf("%s has %s=%q, which is not one of: %s", [
-			lib.object_label, key, value,
+			object_label, key, value,
 			concat(", ", [a | some a in allowed; is_string(a)]),
 		]),
 		"path": lib.label_path(key),
@@ -61,7 +66,7 @@ deny contains v if {
 }
 
 has_label(key) if {
-	value := lib.metadata.labels[key]
+	value := metadata.labels[key]
 	is_string(value)
 	trim_space(value) != ""
 }

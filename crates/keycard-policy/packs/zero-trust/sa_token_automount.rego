@@ -27,13 +27,16 @@
 package keycard.zt.sa_token_automount
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.has_pod
+import data.keycard.zt.lib.pod_metadata
+import data.keycard.zt.lib.spec
 
 # The annotation a pod (template) carries to declare that it needs the token.
 need_annotation := "keycard.dev/needs-api-token"
 
 deny contains v if {
-	lib.has_pod
-	value := object.get(lib.spec, "automountServiceAccountToken", null)
+	has_pod
+	value := object.get(spec, "automountServiceAccountToken", null)
 	value != false
 	not declared
 	v := {
@@ -43,14 +46,14 @@ deny contains v if {
 	}
 }
 
-declared if lib.obj(lib.pod_metadata, "annotations")[need_annotation] == "true"
+declared if lib.obj(pod_metadata, "annotations")[need_annotation] == "true"
 
 declared if service_account in lib.param_list("token_service_accounts")
 
 service_account := sa if {
-	sa := lib.str(lib.spec, "serviceAccountName")
+	sa := lib.str(spec, "serviceAccountName")
 	sa != ""
 } else := sa if {
-	sa := lib.str(lib.spec, "serviceAccount")
+	sa := lib.str(spec, "serviceAccount")
 	sa != ""
 } else := "default"

@@ -22,13 +22,16 @@
 package keycard.zt.service_exposure
 
 import data.keycard.zt.lib
+import data.keycard.zt.lib.input_object
+import data.keycard.zt.lib.kind
+import data.keycard.zt.lib.object_label
 
 deny contains v if {
-	lib.kind == "Service"
-	svc_type := lib.str(lib.obj(lib.input_object, "spec"), "type")
+	kind == "Service"
+	svc_type := lib.str(lib.obj(input_object, "spec"), "type")
 	effect := exposure[svc_type]
 	v := {
-		"msg": sprintf("%s is of type %s, which %s", [lib.object_label, svc_type, effect]),
+		"msg": sprintf("%s is of type %s, which %s", [object_label, svc_type, effect]),
 		"path": "spec.type",
 		"value": svc_type,
 	}
