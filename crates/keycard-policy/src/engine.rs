@@ -137,7 +137,8 @@ impl PolicySetBuilder {
         let timeout = self.timeout.unwrap_or(Duration::from_secs(2));
         let timer = ExecutionTimerConfig {
             limit: timeout,
-            check_interval: NonZeroU32::MIN,
+            // Look at the clock every 64 steps, not every step.
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
         };
         let mut builtin_rules = Vec::new();
         let mut engine = regorus::Engine::new();
@@ -252,6 +253,7 @@ impl PolicySetBuilder {
             builtin,
             user,
             gatekeeper,
+            params_rego: to_regorus(&Value::Object(params.clone())),
             params: Value::Object(params),
             pss_version: self.pss_version.unwrap_or(LATEST_PSS_VERSION),
             pss_level,
@@ -479,18 +481,52 @@ fn rule_ref(package: &str, rule: &str) -> String {
     s
 }
 
+/// serde_json to regorus without a serialisation round trip.
+fn to_regorus(v: &Value) -> regorus::Value {
+    match v {
+        Value::Null => regorus::Value::Null,
+        Value::Bool(b) => regorus::Value::from(*b),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                regorus::Value::from(u)
+            } else if let Some(i) = n.as_i64() {
+                regorus::Value::from(i)
+            } else {
+                regorus::Value::from(n.as_f64().unwrap_or(0.0))
+            }
+        }
+        Value::String(s) => regorus::Value::from(s.as_str()),
+        Value::Array(a) => regorus::Value::from(a.iter().map(to_regorus).collect::<Vec<_>>()),
+        Value::Object(m) => regorus::Value::from(
+            m.iter()
+                .map(|(k, v)| (regorus::Value::from(k.as_str()), to_regorus(v)))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+    }
+}
+
+/// The inventory the built-in packs see (`data.keycard.inventory`): every
+/// object by kind, every namespace declared or referenced, and the first
+/// object of each namespace in input order (where a finding about a
+/// namespace without a Namespace object is reported).
 fn build_inventory(objects: &[Object]) -> Value {
-    let mut by_kind: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let mut by_kind: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
     let mut namespaces = std::collections::BTreeSet::new();
+    let mut first: BTreeMap<&str, &Value> = BTreeMap::new();
     for o in objects {
-        by_kind.entry(o.kind()).or_default().push(o.value.clone());
+        by_kind.entry(o.kind()).or_default().push(&o.value);
         if o.kind() == "Namespace" {
             namespaces.insert(o.name());
         } else if let Some(ns) = o.namespace() {
             namespaces.insert(ns.to_string());
+            first.entry(ns).or_insert(&o.value);
         }
     }
-    json!({"keycard": {"inventory": {"by_kind": by_kind, "namespaces": namespaces}}})
+    json!({"keycard": {"inventory": {
+        "by_kind": by_kind,
+        "namespaces": namespaces,
+        "first_by_namespace": first,
+    }}})
 }
 
 /// Compiled policies. Cheap to share; get an [`Evaluator`] per thread.
@@ -500,6 +536,8 @@ pub struct PolicySet {
     user: Option<Compiled>,
     gatekeeper: Option<GatekeeperLibrary>,
     params: Value,
+    /// The same parameters, converted once for every evaluation.
+    params_rego: regorus::Value,
     pss_version: u32,
     pss_level: Option<PssLevel>,
 }
@@ -508,7 +546,7 @@ impl PolicySet {
     fn set_inventory(&mut self, inv: Value) -> Result<(), PolicyError> {
         for c in [&mut self.builtin, &mut self.user].into_iter().flatten() {
             c.engine
-                .add_data(regorus::Value::from(inv.clone()))
+                .add_data(to_regorus(&inv))
                 .map_err(|e| PolicyError::Compile(format!("inventory: {e}")))?;
         }
         Ok(())
@@ -550,6 +588,47 @@ impl PolicySet {
         Value::Object(input)
     }
 
+    /// [`PolicySet::builtin_input`] built directly as a regorus value from an
+    /// already converted object: the hot path.
+    fn builtin_input_rego(
+        &self,
+        object: &regorus::Value,
+        pod_path: Option<&str>,
+    ) -> regorus::Value {
+        let mut m = BTreeMap::new();
+        m.insert(regorus::Value::from("object"), object.clone());
+        if let Some(path) = pod_path {
+            let mut at = object;
+            if !path.is_empty() {
+                for seg in path.split('.') {
+                    at = &at[seg];
+                }
+            }
+            let field = |k: &str| match &at[k] {
+                regorus::Value::Undefined => regorus::Value::Null,
+                v => v.clone(),
+            };
+            let mut pod = BTreeMap::new();
+            pod.insert(regorus::Value::from("metadata"), field("metadata"));
+            pod.insert(regorus::Value::from("spec"), field("spec"));
+            m.insert(regorus::Value::from("pod"), regorus::Value::from(pod));
+        }
+        m.insert(regorus::Value::from("params"), self.params_rego.clone());
+        m.insert(
+            regorus::Value::from("pss_version"),
+            regorus::Value::from(u64::from(self.pss_version)),
+        );
+        let level = match self.pss_level {
+            Some(PssLevel::Baseline) => "baseline",
+            _ => "restricted",
+        };
+        m.insert(
+            regorus::Value::from("pss_level"),
+            regorus::Value::from(level),
+        );
+        regorus::Value::from(m)
+    }
+
     /// The inventory data document (`{"keycard": {"inventory": ...}}`) for a
     /// set of objects, as the built-in packs see it.
     pub fn inventory_document(objects: &[Object]) -> Value {
@@ -578,8 +657,11 @@ impl Evaluator {
         let mut findings = Vec::new();
         let pod = obj.pod_template();
         let prefix = pod.map(|p| p.path).unwrap_or("");
+        // One conversion of the object per evaluation; the pod, the
+        // parameters and the rest are shared references into it.
+        let object = to_regorus(&obj.value);
         if self.set.builtin.is_some() {
-            let input = self.set.builtin_input(obj);
+            let input = self.set.builtin_input_rego(&object, pod.map(|p| p.path));
             if let Some(c) = self.set.builtin.as_mut() {
                 run(
                     c,
@@ -592,14 +674,7 @@ impl Evaluator {
             }
         }
         if let Some(c) = self.set.user.as_mut() {
-            run(
-                c,
-                self.user_vm.as_mut(),
-                obj.value.clone(),
-                obj,
-                prefix,
-                &mut findings,
-            )?;
+            run(c, self.user_vm.as_mut(), object, obj, prefix, &mut findings)?;
         }
         if let Some(g) = self.set.gatekeeper.as_mut() {
             findings.extend(g.evaluate(obj)?);
@@ -611,12 +686,11 @@ impl Evaluator {
 fn run(
     c: &mut Compiled,
     vm: Option<&mut RegoVM>,
-    input: Value,
+    input: regorus::Value,
     obj: &Object,
     prefix: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), EvalError> {
-    let input = regorus::Value::from(input);
     let res = match vm {
         Some(vm) => {
             vm.set_input(input.clone());
