@@ -371,7 +371,12 @@ impl<S: AuditStore> DecisionLog<S> {
         }
         self.store.append_entries(first, &entries, &tiles)?;
         self.frontier = frontier;
-        self.maybe_checkpoint(now)?;
+        // The records are stored: a checkpoint that fails now (full disk)
+        // must not make the caller think they were not. The next append or
+        // `maybe_checkpoint` retries it.
+        if let Err(e) = self.maybe_checkpoint(now) {
+            warn!(error = %e, "could not sign a checkpoint; records are stored");
+        }
         Ok(appended)
     }
 
