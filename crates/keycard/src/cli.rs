@@ -31,6 +31,9 @@ pub enum Command {
     /// Observed traffic: ingest flows (keycard, Cilium Hubble), draw the dependency graph.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// The tamper-evident decision log: append, verify, why, query, export, prune.
+    #[command(subcommand)]
+    Audit(crate::cmd::audit::AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@
 
 use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
+pub mod audit;
 mod check;
 mod flows;
 mod netpol;
@@ -20,6 +21,7 @@ pub fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Netpol(NetpolCommand::Drift(args)) => netpol::drift(args),
         Command::Flows(FlowsCommand::Ingest(args)) => flows::ingest(args),
         Command::Flows(FlowsCommand::Graph(args)) => flows::graph(args),
+        Command::Audit(cmd) => audit::run(cmd),
     }
 }
 
