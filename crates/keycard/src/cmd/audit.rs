@@ -392,7 +392,14 @@ fn open_read_only(d: &DirArgs) -> Result<SqliteStore, StoreError> {
     )
 }
 
-fn open_log(d: &DirArgs, max_size_mib: Option<u64>) -> anyhow::Result<DecisionLog<SqliteStore>> {
+/// The writable decision log of a data directory, creating its key on
+/// first use. Enforcement points in this binary (`keycard check`) record
+/// their decisions through it: `open_log(dir, None)?.append(records)`, then
+/// `checkpoint()`; on error they apply their `FailureMode`.
+pub(crate) fn open_log(
+    d: &DirArgs,
+    max_size_mib: Option<u64>,
+) -> anyhow::Result<DecisionLog<SqliteStore>> {
     ensure_key(d, "keycard/decisions")?;
     let signer = read_signer(d)?;
     let origin = keycard_audit::Signer::name(&signer).to_string();
@@ -630,7 +637,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<u8> {
     }
 }
 
-fn b64(h: &[u8]) -> String {
+/// Lower-case hex, how hashes are shown to people.
+fn hex_str(h: &[u8]) -> String {
     use std::fmt::Write as _;
     h.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -658,11 +666,11 @@ fn why(a: WhyArgs) -> anyhow::Result<u8> {
                 serde_json::json!({
                     "index": w.index,
                     "record": r,
-                    "leaf_hash": b64(&w.leaf),
+                    "leaf_hash": hex_str(&w.leaf),
                     "checkpoint": cp.map(|(_, note)| note),
                     "tree_size": cp.map(|(c, _)| c.size),
-                    "root_hash": cp.map(|(c, _)| b64(&c.root)),
-                    "inclusion_proof": w.proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+                    "root_hash": cp.map(|(c, _)| hex_str(&c.root)),
+                    "inclusion_proof": w.proof.iter().map(|h| hex_str(h)).collect::<Vec<_>>(),
                     "verified": cp.is_some(),
                 })
             ));
@@ -690,11 +698,11 @@ fn why(a: WhyArgs) -> anyhow::Result<u8> {
                 text.push_str(&format!(
                     "  proof:     included in the checkpoint of size {} signed by {origin} (root {}), verified\n  leaf:      {}\n",
                     cp.size,
-                    b64(&cp.root),
-                    b64(&w.leaf)
+                    hex_str(&cp.root),
+                    hex_str(&w.leaf)
                 ));
                 for (i, h) in w.proof.iter().enumerate() {
-                    text.push_str(&format!("    [{i:2}] {}\n", b64(h)));
+                    text.push_str(&format!("    [{i:2}] {}\n", hex_str(h)));
                 }
             }
             None => text.push_str(
