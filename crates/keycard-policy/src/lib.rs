@@ -3,15 +3,15 @@
 //! finding explained with the policy and rule that made it.
 //!
 //! ```
-//! use keycard_policy::{PolicySet, PolicySetBuilder};
+//! use keycard_policy::PolicySetBuilder;
 //! use keycard_k8s::{parse_str, LoadOptions};
 //!
 //! let policy = PolicySetBuilder::new()
 //!     .source("team/latest.rego", r#"
-//! # METADATA
-//! # custom:
-//! #   id: team-no-latest
-//! #   severity: high
+//! ## METADATA
+//! ## custom:
+//! ##   id: team-no-latest
+//! ##   severity: high
 //! package team.latest
 //! deny contains msg if {
 //!     some c in input.spec.containers
@@ -26,6 +26,8 @@
 //! assert_eq!(findings[0].rule, "team-no-latest");
 //! assert_eq!(findings[0].message, "container app uses a :latest image");
 //! ```
+//!
+//! (In this doc example `##` stands for the `#` of a Rego comment.)
 
 mod engine;
 mod error;
