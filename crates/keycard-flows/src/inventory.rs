@@ -15,8 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 use keycard_k8s::Object;
 use serde_json::Value;
 
-use crate::conn::Protocol;
-use crate::model::{Cluster, ContainerPort, Diagnostic, Workload, NAMESPACE_NAME_LABEL};
+use crate::model::{
+    container_ports, labels_from, Cluster, ContainerPort, Diagnostic, Workload,
+    NAMESPACE_NAME_LABEL,
+};
 use crate::selector::Labels;
 
 /// Labels that controllers add to pods and change on every rollout or per
@@ -86,59 +88,6 @@ const TOP_KINDS: &[&str] = &[
     "CronJob",
     "ReplicationController",
 ];
-
-fn labels_at(v: Option<&Value>) -> Labels {
-    let mut out = Labels::new();
-    if let Some(m) = v.and_then(Value::as_object) {
-        for (k, v) in m {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Bool(b) => b.to_string(),
-                Value::Number(n) => n.to_string(),
-                _ => continue,
-            };
-            out.insert(k.clone(), s);
-        }
-    }
-    out
-}
-
-fn ports_of(spec: &Value) -> Vec<ContainerPort> {
-    let mut out = Vec::new();
-    for key in ["initContainers", "containers"] {
-        for c in spec
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for p in c
-                .get("ports")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(port) = p.get("containerPort").and_then(Value::as_u64) else {
-                    continue;
-                };
-                let protocol = p
-                    .get("protocol")
-                    .and_then(Value::as_str)
-                    .and_then(Protocol::parse)
-                    .unwrap_or(Protocol::Tcp);
-                let cp = ContainerPort {
-                    name: p.get("name").and_then(Value::as_str).map(str::to_string),
-                    port,
-                    protocol,
-                };
-                if !out.contains(&cp) {
-                    out.push(cp);
-                }
-            }
-        }
-    }
-    out
-}
 
 fn controller_owner(o: &Object) -> Option<(String, String)> {
     let owners = o.metadata().get("ownerReferences")?.as_array()?;
@@ -213,7 +162,7 @@ impl Inventory {
         for o in &items {
             if o.kind() == "Namespace" {
                 let name = o.name();
-                let mut labels = labels_at(o.metadata().get("labels"));
+                let mut labels = labels_from(o.metadata().get("labels"));
                 labels
                     .entry(NAMESPACE_NAME_LABEL.to_string())
                     .or_insert_with(|| name.clone());
@@ -299,7 +248,7 @@ impl Inventory {
         if let Some(&i) = self.index.get(&key) {
             return Some(i);
         }
-        let labels = labels_at(t.metadata.get("labels"));
+        let labels = labels_from(t.metadata.get("labels"));
         let selector = if o.kind() == "Pod" {
             labels.clone()
         } else {
@@ -311,7 +260,7 @@ impl Inventory {
                 "ReplicationController" => o.value.pointer("/spec/selector"),
                 _ => o.value.pointer("/spec/selector/matchLabels"),
             };
-            labels_at(sel_path)
+            labels_from(sel_path)
         };
         let service_account = t
             .spec
@@ -326,9 +275,9 @@ impl Inventory {
             name,
             labels,
             selector,
-            ports: ports_of(t.spec),
+            ports: container_ports(t.spec),
             service_account,
-            object_labels: labels_at(o.metadata().get("labels")),
+            object_labels: labels_from(o.metadata().get("labels")),
         });
         Some(self.workloads.len() - 1)
     }

@@ -417,8 +417,14 @@ fn expand_lists(objects: &[Object]) -> Vec<Object> {
 }
 
 fn labels_of(metadata: &Value) -> Labels {
+    labels_from(metadata.get("labels"))
+}
+
+/// Labels from a `labels` map (or a `matchLabels` map); non-string values
+/// are kept in their text form, nested ones are ignored.
+pub(crate) fn labels_from(v: Option<&Value>) -> Labels {
     let mut out = Labels::new();
-    if let Some(m) = metadata.get("labels").and_then(Value::as_object) {
+    if let Some(m) = v.and_then(Value::as_object) {
         for (k, v) in m {
             let s = match v {
                 Value::String(s) => s.clone(),
@@ -432,7 +438,8 @@ fn labels_of(metadata: &Value) -> Labels {
     out
 }
 
-fn container_ports(spec: &Value) -> Vec<ContainerPort> {
+/// The declared ports of a pod spec's containers, without repeats.
+pub(crate) fn container_ports(spec: &Value) -> Vec<ContainerPort> {
     let mut out = Vec::new();
     for key in ["initContainers", "containers"] {
         for c in spec
@@ -455,11 +462,14 @@ fn container_ports(spec: &Value) -> Vec<ContainerPort> {
                     .and_then(Value::as_str)
                     .and_then(Protocol::parse)
                     .unwrap_or(Protocol::Tcp);
-                out.push(ContainerPort {
+                let cp = ContainerPort {
                     name: p.get("name").and_then(Value::as_str).map(str::to_string),
                     port,
                     protocol,
-                });
+                };
+                if !out.contains(&cp) {
+                    out.push(cp);
+                }
             }
         }
     }
