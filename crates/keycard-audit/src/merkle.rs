@@ -178,9 +178,45 @@ fn hex(h: &Hash) -> String {
 }
 
 /// Largest power of two strictly below `n` (`n >= 2`): the RFC's split point.
-fn split_point(n: u64) -> u64 {
+pub(crate) fn split_point(n: u64) -> u64 {
     // Saturating so that a misuse with n < 2 yields 1 rather than overflowing.
     1u64 << 63u32.saturating_sub(n.saturating_sub(1).leading_zeros())
+}
+
+/// The RFC 9162 consistency proof from `size1` to `size2`
+/// (`0 < size1 < size2`), over any source of subtree hashes `range(start,
+/// end)`: the in-memory tree and the tiled store share this walk.
+pub(crate) fn consistency_path<E>(
+    size1: u64,
+    size2: u64,
+    mut range: impl FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    // SUBPROOF(m, D[start:end], complete): descend while the old tree is
+    // not a whole subtree, recording the sibling at each step.
+    let mut siblings = Vec::with_capacity(64);
+    let (mut start, mut end) = (0u64, size2);
+    let mut m = size1;
+    let mut complete = true;
+    while m != end - start {
+        let k = split_point(end - start);
+        if m <= k {
+            siblings.push(range(start + k, end)?);
+            end = start + k;
+        } else {
+            siblings.push(range(start, start + k)?);
+            m -= k;
+            start += k;
+            complete = false;
+        }
+    }
+    let mut proof = Vec::with_capacity(siblings.len() + 1);
+    // If the old tree is a subtree we reached by only going left, the
+    // verifier already has its hash (root1); otherwise send it.
+    if !complete {
+        proof.push(range(start, end)?);
+    }
+    proof.extend(siblings.into_iter().rev());
+    Ok(proof)
 }
 
 /// Number of hashes in the RFC 9162 inclusion proof of `index` in a tree of
@@ -590,32 +626,7 @@ impl MerkleTree {
         if size1 == 0 {
             return Err(TreeError::EmptyFirstTree);
         }
-        // SUBPROOF(m, D[start:end], complete): descend while the old tree is
-        // not a whole subtree, recording the sibling at each step.
-        let mut siblings = Vec::with_capacity(64);
-        let (mut start, mut end) = (0u64, size2);
-        let mut m = size1;
-        let mut complete = true;
-        while m != end - start {
-            let k = split_point(end - start);
-            if m <= k {
-                siblings.push(self.range_hash(start + k, end)?);
-                end = start + k;
-            } else {
-                siblings.push(self.range_hash(start, start + k)?);
-                m -= k;
-                start += k;
-                complete = false;
-            }
-        }
-        let mut proof = Vec::with_capacity(siblings.len() + 1);
-        // If the old tree is a subtree we reached by only going left, the
-        // verifier already has its hash (root1); otherwise send it.
-        if !complete {
-            proof.push(self.range_hash(start, end)?);
-        }
-        proof.extend(siblings.into_iter().rev());
-        Ok(proof)
+        consistency_path(size1, size2, |a, b| self.range_hash(a, b))
     }
 
     fn check_size(&self, size: u64) -> Result<(), TreeError> {

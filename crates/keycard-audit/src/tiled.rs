@@ -11,7 +11,7 @@
 
 use keycard_store::{AuditStore, PruneState, StoreError, Tile};
 
-use crate::merkle::{empty_root, node_hash, root_from_leaves, Hash};
+use crate::merkle::{consistency_path, empty_root, node_hash, root_from_leaves, split_point, Hash};
 
 /// Heights of stored subtrees are multiples of this.
 pub const TILE_STEP: u32 = 8;
@@ -31,11 +31,6 @@ pub enum NodeError {
         /// One past its last leaf.
         end: u64,
     },
-}
-
-/// Largest power of two strictly below `n` (`n >= 2`).
-pub(crate) fn split_point(n: u64) -> u64 {
-    1u64 << (63 - (n - 1).leading_zeros())
 }
 
 /// The maximal complete subtrees that `0..size` decomposes into, left to
@@ -246,28 +241,7 @@ impl<'a, S: AuditStore + ?Sized> NodeReader<'a, S> {
         if size1 == size2 || size1 == 0 {
             return Ok(Vec::new());
         }
-        let mut siblings = Vec::new();
-        let (mut start, mut end) = (0u64, size2);
-        let mut m = size1;
-        let mut complete = true;
-        while m != end - start {
-            let k = split_point(end - start);
-            if m <= k {
-                siblings.push(self.range(start + k, end)?);
-                end = start + k;
-            } else {
-                siblings.push(self.range(start, start + k)?);
-                m -= k;
-                start += k;
-                complete = false;
-            }
-        }
-        let mut proof = Vec::with_capacity(siblings.len() + 1);
-        if !complete {
-            proof.push(self.range(start, end)?);
-        }
-        proof.extend(siblings.into_iter().rev());
-        Ok(proof)
+        consistency_path(size1, size2, |a, b| self.range(a, b))
     }
 }
 
