@@ -9,11 +9,16 @@
 //! ```
 
 mod decision;
+mod identity;
 mod resource;
 mod severity;
 mod spiffe;
 
 pub use decision::{Decision, Outcome};
+pub use identity::{
+    AgentRecord, JoinToken, RegistrationEntry, Revocation, RevocationKind, Selector, SelectorError,
+    TokenUse,
+};
 pub use resource::ResourceRef;
 pub use severity::{ParseSeverityError, Severity};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -33,14 +33,19 @@
 //! enforcement point may acknowledge the decisions once it returns.
 
 mod memory;
+mod memory_identity;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_identity;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, MIGRATIONS};
 
 use std::error::Error as StdError;
+
+pub use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, SpiffeId, TokenUse};
 
 use thiserror::Error;
 
@@ -90,6 +95,9 @@ pub enum StoreError {
         /// Highest version this build migrates to.
         known: u32,
     },
+    /// A create named a key that exists (an entry id, a token).
+    #[error("{0} already exists")]
+    Duplicate(String),
     /// A stored value does not have the expected shape (e.g. a 31-byte hash).
     #[error("malformed stored value: {0}")]
     Malformed(String),
@@ -273,8 +281,50 @@ pub trait AuditStore {
     fn prune(&mut self, state: &PruneState) -> Result<(), StoreError>;
 }
 
-/// The whole of keycard's state. Today the decision log; the identity store,
-/// tokens, policies and grants join as supertraits.
-pub trait Store: AuditStore {}
+/// Storage of the identity system: registration entries, node agents,
+/// single-use join tokens, the revocation feed, and small named values (CA
+/// state, bundle sequence numbers, federated bundles).
+///
+/// Every write is durable when it returns. [`IdentityStore::use_join_token`]
+/// is atomic: of two servers consuming one token at once, exactly one gets
+/// [`TokenUse::Consumed`].
+pub trait IdentityStore {
+    /// Stores a new entry; [`StoreError::Duplicate`] if its id exists.
+    fn create_entry(&mut self, entry: &RegistrationEntry) -> Result<(), StoreError>;
+    /// The entry with `id`.
+    fn entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError>;
+    /// Every entry, by id.
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError>;
+    /// Deletes the entry with `id`, returning it if it existed.
+    fn delete_entry(&mut self, id: &str) -> Result<Option<RegistrationEntry>, StoreError>;
 
-impl<T: AuditStore> Store for T {}
+    /// Stores a new join token (by hash); [`StoreError::Duplicate`] if known.
+    fn put_join_token(&mut self, token: &JoinToken) -> Result<(), StoreError>;
+    /// Spends the token with hash `hash` if it is unused and not expired at
+    /// `now` (Unix seconds), atomically.
+    fn use_join_token(&mut self, hash: &str, now: u64) -> Result<TokenUse, StoreError>;
+
+    /// Creates or replaces the record of an agent.
+    fn put_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError>;
+    /// The agent with SPIFFE ID `id`.
+    fn agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError>;
+    /// Every agent, by SPIFFE ID.
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+
+    /// Appends a revocation to the feed, assigning and returning its
+    /// version (1, 2, ...; the argument's `version` is ignored).
+    fn add_revocation(&mut self, revocation: &Revocation) -> Result<u64, StoreError>;
+    /// Revocations with a version above `version`, in version order.
+    fn revocations_since(&self, version: u64) -> Result<Vec<Revocation>, StoreError>;
+
+    /// Sets the named value `key`.
+    fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// The named value `key`.
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// The whole of keycard's state: the decision log and the identity store;
+/// policies and grants join as further supertraits.
+pub trait Store: AuditStore + IdentityStore {}
+
+impl<T: AuditStore + IdentityStore> Store for T {}

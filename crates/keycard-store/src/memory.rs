@@ -17,6 +17,7 @@ pub struct MemoryStore {
     tiles: BTreeMap<(u32, u64), Hash>,
     checkpoints: BTreeMap<u64, StoredCheckpoint>,
     prune: Option<PruneState>,
+    pub(crate) identity: crate::memory_identity::IdentityTables,
 }
 
 impl MemoryStore {

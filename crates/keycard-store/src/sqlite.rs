@@ -18,10 +18,11 @@ use crate::{
 
 /// The schema, one migration per version, applied in order and recorded in
 /// `schema_migrations`. Never edit a released migration: add the next one.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "decision log",
-    "CREATE TABLE audit_records (
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "decision log",
+        "CREATE TABLE audit_records (
         idx INTEGER PRIMARY KEY,
         leaf BLOB NOT NULL,
         data BLOB NOT NULL,
@@ -51,7 +52,36 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[(
         boundary INTEGER NOT NULL,
         frontier BLOB NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        "identity store",
+        "CREATE TABLE id_entries (
+            id TEXT PRIMARY KEY,
+            spiffe_id TEXT NOT NULL,
+            body TEXT NOT NULL
+        );
+        CREATE INDEX id_entries_spiffe_id ON id_entries(spiffe_id);
+        CREATE TABLE id_join_tokens (
+            hash TEXT PRIMARY KEY,
+            expires_at INTEGER NOT NULL,
+            used_at INTEGER,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE id_agents (
+            spiffe_id TEXT PRIMARY KEY,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE id_revocations (
+            version INTEGER PRIMARY KEY AUTOINCREMENT,
+            body TEXT NOT NULL
+        );
+        CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value BLOB NOT NULL
+        );",
+    ),
+];
 
 /// How to open a [`SqliteStore`].
 #[derive(Debug, Clone, Default)]
@@ -67,11 +97,11 @@ pub struct SqliteOptions {
 /// An [`AuditStore`] in a SQLite database file.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
-fn classify(e: rusqlite::Error) -> StoreError {
+pub(crate) fn classify(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         let text = msg.clone().unwrap_or_else(|| f.to_string());
         match f.code {
@@ -93,11 +123,11 @@ fn hash_of(blob: Vec<u8>, what: &str) -> Result<Hash, StoreError> {
         .map_err(|_| StoreError::Malformed(format!("{what} has {} bytes, not 32", blob.len())))
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Malformed(format!("negative {what} {v}")))
 }
 
@@ -615,7 +645,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         {
             let mut s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 1);
+            assert_eq!(s.schema_version().unwrap(), 2);
             let batch: Vec<_> = (0..10).map(entry).collect();
             s.append_entries(0, &batch, &[]).unwrap();
             assert!(matches!(
@@ -671,7 +701,7 @@ mod tests {
     fn size_limit_is_full_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let opts = SqliteOptions {
-            max_size_bytes: Some(64 * 1024),
+            max_size_bytes: Some(256 * 1024),
             read_only: false,
         };
         let mut s = SqliteStore::open_with(dir.path().join("a.db"), &opts).unwrap();

@@ -1,0 +1,105 @@
+//! The identity half of the in-memory fake.
+
+use std::collections::BTreeMap;
+
+use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, SpiffeId, TokenUse};
+
+use crate::{IdentityStore, MemoryStore, StoreError};
+
+/// Identity tables of a [`MemoryStore`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdentityTables {
+    entries: BTreeMap<String, RegistrationEntry>,
+    tokens: BTreeMap<String, (JoinToken, bool)>,
+    agents: BTreeMap<String, AgentRecord>,
+    revocations: Vec<Revocation>,
+    values: BTreeMap<String, Vec<u8>>,
+}
+
+impl IdentityStore for MemoryStore {
+    fn create_entry(&mut self, entry: &RegistrationEntry) -> Result<(), StoreError> {
+        let t = &mut self.identity;
+        if t.entries.contains_key(&entry.id) {
+            return Err(StoreError::Duplicate(format!("entry {}", entry.id)));
+        }
+        t.entries.insert(entry.id.clone(), entry.clone());
+        Ok(())
+    }
+
+    fn entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+        Ok(self.identity.entries.get(id).cloned())
+    }
+
+    fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
+        Ok(self.identity.entries.values().cloned().collect())
+    }
+
+    fn delete_entry(&mut self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
+        Ok(self.identity.entries.remove(id))
+    }
+
+    fn put_join_token(&mut self, token: &JoinToken) -> Result<(), StoreError> {
+        let t = &mut self.identity;
+        if t.tokens.contains_key(&token.hash) {
+            return Err(StoreError::Duplicate("join token".into()));
+        }
+        t.tokens.insert(token.hash.clone(), (token.clone(), false));
+        Ok(())
+    }
+
+    fn use_join_token(&mut self, hash: &str, now: u64) -> Result<TokenUse, StoreError> {
+        Ok(match self.identity.tokens.get_mut(hash) {
+            None => TokenUse::Unknown,
+            Some((_, true)) => TokenUse::Replayed,
+            Some((t, _)) if now >= t.expires_at => TokenUse::Expired,
+            Some((_, used)) => {
+                *used = true;
+                TokenUse::Consumed
+            }
+        })
+    }
+
+    fn put_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.identity
+            .agents
+            .insert(agent.spiffe_id.to_string(), agent.clone());
+        Ok(())
+    }
+
+    fn agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
+        Ok(self.identity.agents.get(&id.to_string()).cloned())
+    }
+
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        Ok(self.identity.agents.values().cloned().collect())
+    }
+
+    fn add_revocation(&mut self, revocation: &Revocation) -> Result<u64, StoreError> {
+        let t = &mut self.identity;
+        let version = t.revocations.len() as u64 + 1;
+        t.revocations.push(Revocation {
+            version,
+            ..revocation.clone()
+        });
+        Ok(version)
+    }
+
+    fn revocations_since(&self, version: u64) -> Result<Vec<Revocation>, StoreError> {
+        Ok(self
+            .identity
+            .revocations
+            .iter()
+            .filter(|r| r.version > version)
+            .cloned()
+            .collect())
+    }
+
+    fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.identity.values.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.identity.values.get(key).cloned())
+    }
+}
