@@ -7,16 +7,9 @@ use serde::de::DeserializeOwned;
 
 use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, SpiffeId, TokenUse};
 
-use crate::sqlite::{classify, to_i64, to_u64};
+use crate::sqlite::classify;
+use crate::util::{from_json, to_i64, to_json, to_u64};
 use crate::{IdentityStore, SqliteStore, StoreError};
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Malformed(e.to_string()))
-}
-
-fn from_json<T: DeserializeOwned>(s: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(s).map_err(|e| StoreError::Malformed(format!("stored {what}: {e}")))
-}
 
 fn unique(e: rusqlite::Error, what: String) -> StoreError {
     match &e {
