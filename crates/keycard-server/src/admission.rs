@@ -1,0 +1,1 @@
+//! The Kubernetes validating admission webhook.
