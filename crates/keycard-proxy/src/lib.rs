@@ -1,1 +1,48 @@
-//! keycard's enforcement points: the authorization model, JWT validation, the ext_authz server and the mTLS proxy.
+//! keycard's enforcement points: the authorization model, JWT validation,
+//! the ext_authz server and (later) the mTLS proxy.
+//!
+//! The [`Authorizer`] is the one entry point every enforcement point calls,
+//! in process, on its hot path:
+//!
+//! ```
+//! use keycard_proxy::{compile_str, Authorizer, Mode, Request, Peer};
+//!
+//! let policies = compile_str("inline.yaml", r#"
+//! apiVersion: keycard.dev/v1
+//! kind: AuthorizationPolicy
+//! metadata: {name: web-to-api, namespace: prod}
+//! spec:
+//!   selector: {spiffeIds: ["spiffe://example.org/ns/prod/sa/api"]}
+//!   rules:
+//!   - from: [{source: {principals: ["spiffe://example.org/ns/prod/sa/web"]}}]
+//!     to: [{operation: {methods: [GET], paths: ["/v1/*"]}}]
+//! "#, Mode::Enforce).unwrap();
+//! let authz = Authorizer::with_policies(policies);
+//! let mut req = Request {
+//!     source: Peer { principal: Some("spiffe://example.org/ns/prod/sa/web".into()), ..Peer::default() },
+//!     destination: Peer { principal: Some("spiffe://example.org/ns/prod/sa/api".into()), ..Peer::default() },
+//!     method: "GET".into(),
+//!     path: "/v1/items".into(),
+//!     ..Request::default()
+//! };
+//! assert!(authz.check(&req).is_allowed());
+//! req.method = "DELETE".into();
+//! let d = authz.check(&req);
+//! assert!(!d.is_allowed());
+//! assert_eq!(d.reason_header(), "prod/web-to-api/-: no_allow_match");
+//! ```
+
+mod authorizer;
+mod engine;
+mod loader;
+pub mod matcher;
+mod policy;
+mod rego;
+mod request;
+
+pub use authorizer::Authorizer;
+pub use engine::{AuthzDecision, PolicySet, Reason};
+pub use keycard_core::Outcome;
+pub use loader::{compile_str, load_dir, LoadError, PolicyStore, Reload};
+pub use policy::{Action, Mode, Policy, PolicyError, PolicyMatch, API_VERSION, KIND};
+pub use request::{spiffe_namespace, Attrs, Claims, Peer, Posture, Request};

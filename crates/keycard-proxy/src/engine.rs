@@ -1,0 +1,302 @@
+//! The policy set and its evaluation order.
+//!
+//! For one request:
+//!
+//! 1. (In [`crate::Authorizer`]) a revoked source identity or certificate
+//!    is denied (`revoked`); an invalid bearer JWT is denied (`jwt_invalid`).
+//! 2. DENY policies that apply to the destination are matched first: the
+//!    first enforcing one that matches denies (`denied_by_policy`).
+//! 3. If any enforcing ALLOW policy applies to the destination, the request
+//!    is denied unless one of them matches (`no_allow_match`); the first
+//!    match allows (`allowed_by_policy`). With no ALLOW policy applying, the
+//!    request is allowed (`no_policy`), as in Istio; a mesh-wide ALLOW
+//!    policy without rules turns that into default deny.
+//! 4. Policies in audit mode take part in a shadow evaluation of the same
+//!    steps as if they were enforced. When the enforced verdict allows and
+//!    the shadow verdict denies, the request goes through with outcome
+//!    `audit` and reason `audit_would_deny`, naming the audit-mode policy.
+//! 5. AUDIT-action policies never change the verdict; the ones that match
+//!    are listed in the decision so it is marked for audit logging.
+//!
+//! Policies are visited in name order, so the deciding policy is stable.
+
+use std::sync::Arc;
+
+use keycard_core::Outcome;
+use serde::Serialize;
+
+use crate::policy::{Action, Mode, Policy, PolicyMatch};
+use crate::request::Attrs;
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// An enforcing DENY policy matched.
+    DeniedByPolicy,
+    /// ALLOW policies apply to the workload and none matched.
+    NoAllowMatch,
+    /// An ALLOW policy matched.
+    AllowedByPolicy,
+    /// No ALLOW policy applies and no DENY policy matched.
+    NoPolicy,
+    /// An audit-mode policy would have denied; let through.
+    AuditWouldDeny,
+    /// The source identity or certificate is revoked.
+    Revoked,
+    /// The bearer JWT is invalid (signature, expiry, issuer, audience ...).
+    JwtInvalid,
+    /// A policy's Rego rule failed; the decision fails closed.
+    RegoError,
+    /// The request could not be read (ext_authz: missing attributes).
+    BadRequest,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DeniedByPolicy => "denied_by_policy",
+            Reason::NoAllowMatch => "no_allow_match",
+            Reason::AllowedByPolicy => "allowed_by_policy",
+            Reason::NoPolicy => "no_policy",
+            Reason::AuditWouldDeny => "audit_would_deny",
+            Reason::Revoked => "revoked",
+            Reason::JwtInvalid => "jwt_invalid",
+            Reason::RegoError => "rego_error",
+            Reason::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// One authorization decision, explained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzDecision {
+    /// allow, deny, or audit (would deny; let through).
+    pub outcome: Outcome,
+    pub reason: Reason,
+    /// The deciding policy (`namespace/name`), when a policy decided.
+    pub policy: Option<Arc<str>>,
+    /// The deciding rule (`rules[N]` or its name), when one matched.
+    pub rule: Option<Arc<str>>,
+    /// The mode of the deciding policy (enforce when none decided).
+    pub mode: Mode,
+    /// AUDIT-action policies that matched: log this decision.
+    pub audit_policies: Vec<Arc<str>>,
+    /// More words for people (e.g. why a JWT was refused); never secrets.
+    pub detail: Option<String>,
+}
+
+impl AuthzDecision {
+    pub fn new(outcome: Outcome, reason: Reason) -> Self {
+        AuthzDecision {
+            outcome,
+            reason,
+            policy: None,
+            rule: None,
+            mode: Mode::Enforce,
+            audit_policies: Vec::new(),
+            detail: None,
+        }
+    }
+
+    /// Whether the request may go through (allow or audit).
+    pub fn is_allowed(&self) -> bool {
+        self.outcome != Outcome::Deny
+    }
+
+    /// `<policy>/<rule>: <reason>`, for the x-keycard-reason header.
+    pub fn reason_header(&self) -> String {
+        let policy = self.policy.as_deref().unwrap_or("-");
+        let rule = self.rule.as_deref().unwrap_or("-");
+        format!("{policy}/{rule}: {}", self.reason.as_str())
+    }
+
+    /// The shared decision type of keycard-core.
+    pub fn to_core(&self) -> keycard_core::Decision {
+        keycard_core::Decision {
+            outcome: self.outcome,
+            policy: self.policy.as_deref().unwrap_or("").to_string(),
+            rule: self.rule.as_deref().unwrap_or("").to_string(),
+            reason: match &self.detail {
+                Some(d) => format!("{}: {d}", self.reason.as_str()),
+                None => self.reason.as_str().to_string(),
+            },
+        }
+    }
+}
+
+/// Compiled policies, grouped by action. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+    audit: Vec<Policy>,
+    /// Files the set was loaded from.
+    pub files: Vec<String>,
+}
+
+/// A verdict under construction: the first policy/rule that decided.
+#[derive(Clone)]
+struct Hit {
+    policy: Arc<str>,
+    rule: Option<Arc<str>>,
+    mode: Mode,
+    rego_error: Option<String>,
+}
+
+impl PolicySet {
+    pub fn new(mut policies: Vec<Policy>) -> Self {
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut set = PolicySet::default();
+        for p in policies {
+            match p.action {
+                Action::Deny => set.deny.push(p),
+                Action::Allow => set.allow.push(p),
+                Action::Audit => set.audit.push(p),
+            }
+        }
+        set
+    }
+
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.deny.iter().chain(&self.allow).chain(&self.audit)
+    }
+
+    pub fn len(&self) -> usize {
+        self.deny.len() + self.allow.len() + self.audit.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.policies().map(Policy::rule_count).sum()
+    }
+
+    /// Decide one request (steps 2-5 of the module docs).
+    pub fn evaluate(&self, a: &Attrs<'_>) -> AuthzDecision {
+        // DENY policies.
+        let mut shadow_deny: Option<Hit> = None;
+        for p in &self.deny {
+            let hit = match p.evaluate(a) {
+                PolicyMatch::Matched(rule) => Hit {
+                    policy: p.name.clone(),
+                    rule: Some(rule),
+                    mode: p.mode,
+                    rego_error: None,
+                },
+                // Fail closed: a DENY policy whose Rego failed counts as matching.
+                PolicyMatch::RegoError(rule, e) => Hit {
+                    policy: p.name.clone(),
+                    rule: Some(rule),
+                    mode: p.mode,
+                    rego_error: Some(e),
+                },
+                PolicyMatch::NoMatch | PolicyMatch::NotApplicable => continue,
+            };
+            if p.mode == Mode::Enforce {
+                let reason = if hit.rego_error.is_some() {
+                    Reason::RegoError
+                } else {
+                    Reason::DeniedByPolicy
+                };
+                return self.finish(a, Outcome::Deny, reason, Some(hit));
+            }
+            if shadow_deny.is_none() {
+                shadow_deny = Some(hit);
+            }
+        }
+        // ALLOW policies.
+        let mut enforce_applies: Option<Hit> = None;
+        let mut enforce_match: Option<Hit> = None;
+        let mut any_applies: Option<Hit> = None;
+        let mut any_match = false;
+        let mut rego_failure: Option<Hit> = None;
+        for p in &self.allow {
+            let m = p.evaluate(a);
+            if m == PolicyMatch::NotApplicable {
+                continue;
+            }
+            let hit = Hit {
+                policy: p.name.clone(),
+                rule: None,
+                mode: p.mode,
+                rego_error: None,
+            };
+            if p.mode == Mode::Enforce && enforce_applies.is_none() {
+                enforce_applies = Some(hit.clone());
+            }
+            if any_applies.is_none()
+                || (p.mode == Mode::Audit
+                    && any_applies
+                        .as_ref()
+                        .is_some_and(|h| h.mode == Mode::Enforce))
+            {
+                any_applies = Some(hit.clone());
+            }
+            match m {
+                PolicyMatch::Matched(rule) => {
+                    any_match = true;
+                    if p.mode == Mode::Enforce && enforce_match.is_none() {
+                        enforce_match = Some(Hit {
+                            rule: Some(rule),
+                            ..hit
+                        });
+                    }
+                }
+                PolicyMatch::RegoError(rule, e) if rego_failure.is_none() => {
+                    rego_failure = Some(Hit {
+                        rule: Some(rule),
+                        rego_error: Some(e),
+                        ..hit
+                    });
+                }
+                _ => {}
+            }
+        }
+        if let Some(applies) = enforce_applies {
+            if enforce_match.is_none() {
+                return match rego_failure.filter(|h| h.mode == Mode::Enforce) {
+                    Some(h) => self.finish(a, Outcome::Deny, Reason::RegoError, Some(h)),
+                    None => self.finish(a, Outcome::Deny, Reason::NoAllowMatch, Some(applies)),
+                };
+            }
+        }
+        // The enforced verdict allows; does the shadow verdict?
+        if let Some(hit) = shadow_deny {
+            return self.finish(a, Outcome::Audit, Reason::AuditWouldDeny, Some(hit));
+        }
+        if let Some(applies) = any_applies {
+            if !any_match {
+                return self.finish(a, Outcome::Audit, Reason::AuditWouldDeny, Some(applies));
+            }
+        }
+        match enforce_match {
+            Some(hit) => self.finish(a, Outcome::Allow, Reason::AllowedByPolicy, Some(hit)),
+            None => self.finish(a, Outcome::Allow, Reason::NoPolicy, None),
+        }
+    }
+
+    fn finish(
+        &self,
+        a: &Attrs<'_>,
+        outcome: Outcome,
+        reason: Reason,
+        hit: Option<Hit>,
+    ) -> AuthzDecision {
+        let mut d = AuthzDecision::new(outcome, reason);
+        if let Some(h) = hit {
+            d.policy = Some(h.policy);
+            d.rule = h.rule;
+            d.mode = h.mode;
+            d.detail = h.rego_error.map(|e| format!("rego: {e}"));
+        }
+        for p in &self.audit {
+            if let PolicyMatch::Matched(_) | PolicyMatch::RegoError(..) = p.evaluate(a) {
+                d.audit_policies.push(p.name.clone());
+            }
+        }
+        d
+    }
+}
