@@ -252,6 +252,52 @@ fn parse_head(e: &StoredEntry) -> Result<Head, Tamper> {
     })
 }
 
+/// What turns a record into its stored entry: index, version, time and id
+/// filled in, redaction applied, canonical bytes and leaf hash.
+struct Prepare<'a> {
+    now: i64,
+    batch_tag: [u8; 6],
+    redaction: &'a Redaction,
+}
+
+impl Prepare<'_> {
+    fn one(&self, index: u64, mut r: Record) -> Result<AuditEntry, AuditError> {
+        r.index = index;
+        r.v = SCHEMA_VERSION;
+        if r.time.is_empty() {
+            r.time = format_rfc3339_ms(self.now);
+        }
+        let time_ms = r.time_ms()?;
+        if r.id.is_empty() {
+            r.id = format!("{}-{index}", hex(&self.batch_tag));
+        }
+        self.redaction.apply(&mut r);
+        let data = r.to_canonical_json()?;
+        let leaf = leaf_hash(&data);
+        Ok(AuditEntry {
+            leaf,
+            data,
+            meta: EntryMeta {
+                id: r.id,
+                time_ms,
+                point: r.point.as_str().to_string(),
+                subject: r.subject,
+                resource: r.resource,
+                action: r.action,
+                outcome: r.outcome.as_str().to_string(),
+                policy: r.policy,
+            },
+        })
+    }
+
+    fn all(&self, first: u64, records: Vec<Record>) -> Result<Vec<AuditEntry>, AuditError> {
+        (first..)
+            .zip(records)
+            .map(|(i, r)| self.one(i, r))
+            .collect()
+    }
+}
+
 impl<S: AuditStore> DecisionLog<S> {
     /// Opens the log `origin` over `store`, signing checkpoints with
     /// `signer` (whose key name should be the origin). Reads `O(log n)`
@@ -329,44 +375,23 @@ impl<S: AuditStore> DecisionLog<S> {
         let first = self.frontier.size();
         let mut frontier = self.frontier.clone();
         let mut tiles: Vec<Tile> = Vec::new();
-        let mut entries = Vec::with_capacity(records.len());
-        let mut appended = Vec::with_capacity(records.len());
         let mut batch_tag = [0u8; 6];
         if records.iter().any(|r| r.id.is_empty()) {
             getrandom::fill(&mut batch_tag)
                 .map_err(|e| AuditError::Invalid(format!("no randomness for decision ids: {e}")))?;
         }
-        for (index, mut r) in (first..).zip(records) {
-            r.index = index;
-            r.v = SCHEMA_VERSION;
-            if r.time.is_empty() {
-                r.time = format_rfc3339_ms(now);
-            }
-            let time_ms = r.time_ms()?;
-            if r.id.is_empty() {
-                r.id = format!("{}-{index}", hex(&batch_tag));
-            }
-            self.redaction.apply(&mut r);
-            let data = r.to_canonical_json()?;
-            let leaf = leaf_hash(&data);
-            frontier.push(leaf, &mut tiles);
+        let prepare = Prepare {
+            now,
+            batch_tag,
+            redaction: &self.redaction,
+        };
+        let entries = prepare.all(first, records)?;
+        let mut appended = Vec::with_capacity(entries.len());
+        for (index, e) in (first..).zip(&entries) {
+            frontier.push(e.leaf, &mut tiles);
             appended.push(Appended {
                 index,
-                id: r.id.clone(),
-            });
-            entries.push(AuditEntry {
-                leaf,
-                data,
-                meta: EntryMeta {
-                    id: r.id,
-                    time_ms,
-                    point: r.point.as_str().to_string(),
-                    subject: r.subject,
-                    resource: r.resource,
-                    action: r.action,
-                    outcome: r.outcome.as_str().to_string(),
-                    policy: r.policy,
-                },
+                id: e.meta.id.clone(),
             });
         }
         self.store.append_entries(first, &entries, &tiles)?;

@@ -8,10 +8,9 @@
 //! leaf hash without keycard; re-serialising a parsed record gives the same
 //! bytes back.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -85,13 +84,21 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// Further context the point wants kept (subject to redaction).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted_option"
+    )]
     pub attributes: Option<Value>,
     /// Revision of the policy bundle that decided.
     #[serde(default)]
     pub bundle_revision: String,
     /// For administrative changes: what changed (subject to redaction).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "sorted_option"
+    )]
     pub change: Option<Value>,
     /// Decision id, unique per decision; the log assigns one if empty.
     #[serde(default)]
@@ -146,12 +153,13 @@ pub enum RecordError {
 }
 
 impl Record {
-    /// The canonical bytes (the Merkle leaf data).
+    /// The canonical bytes (the Merkle leaf data). Free-form values are
+    /// written with their keys sorted as they are serialised, so nothing
+    /// is copied first.
     pub fn to_canonical_json(&self) -> Result<Vec<u8>, RecordError> {
-        let mut r = self.clone();
-        r.attributes = r.attributes.map(sorted);
-        r.change = r.change.map(sorted);
-        Ok(serde_json::to_vec(&r)?)
+        let mut out = Vec::with_capacity(512);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 
     /// Parses stored bytes.
@@ -171,16 +179,38 @@ pub fn input_digest(input: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(input)))
 }
 
-/// Rebuilds a JSON value with every object's keys in sorted order (the
+/// Writes a JSON value with every object's keys in sorted order (the
 /// workspace's serde_json keeps insertion order).
-fn sorted(v: Value) -> Value {
-    match v {
-        Value::Object(m) => {
-            let b: BTreeMap<String, Value> = m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
-            Value::Object(b.into_iter().collect::<Map<String, Value>>())
+struct Sorted<'a>(&'a Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => {
+                let mut fields: Vec<(&String, &Value)> = m.iter().collect();
+                fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, &Sorted(v))?;
+                }
+                map.end()
+            }
+            Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&Sorted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
         }
-        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
-        other => other,
+    }
+}
+
+fn sorted_option<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => Sorted(v).serialize(s),
+        None => s.serialize_none(),
     }
 }
 
