@@ -1,0 +1,467 @@
+//! Kubernetes attestation: the caller's pod UID and container ID from
+//! `/proc/<pid>/cgroup`, then the pod itself from a [`PodLookup`] (the
+//! kubelet's `/pods` or the API server).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keycard_core::Selector;
+
+use super::{AttestError, Attestor, PeerCred};
+
+/// `/proc/<pid>/cgroup` larger than this is refused.
+const MAX_CGROUP_BYTES: u64 = 64 * 1024;
+
+/// What the cgroup path says about the caller's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupContainer {
+    /// The pod UID (dashed form), when the path names a pod.
+    pub pod_uid: Option<String>,
+    /// The container ID (64 hex digits).
+    pub container_id: String,
+}
+
+/// One container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerInfo {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Image as the pod status reports it.
+    pub image: String,
+    /// Container ID without the `runtime://` prefix.
+    pub container_id: String,
+}
+
+/// What attestation needs of a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Service account name.
+    pub service_account: String,
+    /// Node the pod runs on.
+    pub node_name: String,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// Containers (regular, init and ephemeral) with their runtime IDs.
+    pub containers: Vec<ContainerInfo>,
+}
+
+/// Finds a pod by UID or by one of its container IDs.
+pub trait PodLookup: Send + Sync + 'static {
+    /// The pod holding `container_id` (and with UID `pod_uid` when given);
+    /// `None` when no such pod is known.
+    fn find_pod(
+        &self,
+        pod_uid: Option<&str>,
+        container_id: &str,
+    ) -> Result<Option<PodInfo>, AttestError>;
+}
+
+/// A fixed list of pods, as read from the kubelet's `/pods` (see
+/// [`pods_from_pod_list_json`]).
+#[derive(Debug, Clone, Default)]
+pub struct StaticPodLookup {
+    /// The pods.
+    pub pods: Vec<PodInfo>,
+}
+
+impl PodLookup for StaticPodLookup {
+    fn find_pod(
+        &self,
+        pod_uid: Option<&str>,
+        container_id: &str,
+    ) -> Result<Option<PodInfo>, AttestError> {
+        Ok(self
+            .pods
+            .iter()
+            .find(|p| match pod_uid {
+                Some(uid) => p.uid == uid,
+                None => p.containers.iter().any(|c| c.container_id == container_id),
+            })
+            .cloned())
+    }
+}
+
+/// Parses a Kubernetes `PodList` (the kubelet's `/pods`, or the API's
+/// `/api/v1/pods?fieldSelector=spec.nodeName=<node>`).
+pub fn pods_from_pod_list_json(json: &[u8]) -> Result<Vec<PodInfo>, AttestError> {
+    let v: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| AttestError::PodLookup(format!("pod list: {e}")))?;
+    let items = v
+        .get("items")
+        .and_then(|i| i.as_array())
+        .ok_or_else(|| AttestError::PodLookup("pod list: no `items` array".into()))?;
+    let s = |v: &serde_json::Value, path: &[&str]| -> String {
+        let mut cur = v;
+        for p in path {
+            match cur.get(p) {
+                Some(n) => cur = n,
+                None => return String::new(),
+            }
+        }
+        cur.as_str().unwrap_or_default().to_string()
+    };
+    let mut pods = Vec::with_capacity(items.len());
+    for item in items {
+        let labels = item
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(|l| l.as_object())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut containers = Vec::new();
+        for key in [
+            "containerStatuses",
+            "initContainerStatuses",
+            "ephemeralContainerStatuses",
+        ] {
+            let Some(list) = item
+                .get("status")
+                .and_then(|st| st.get(key))
+                .and_then(|l| l.as_array())
+            else {
+                continue;
+            };
+            for c in list {
+                let id = s(c, &["containerID"]);
+                let id = id.split_once("://").map_or(id.as_str(), |(_, i)| i);
+                containers.push(ContainerInfo {
+                    name: s(c, &["name"]),
+                    image: s(c, &["image"]),
+                    container_id: id.to_string(),
+                });
+            }
+        }
+        let mut sa = s(item, &["spec", "serviceAccountName"]);
+        if sa.is_empty() {
+            sa = s(item, &["spec", "serviceAccount"]);
+        }
+        pods.push(PodInfo {
+            namespace: s(item, &["metadata", "namespace"]),
+            name: s(item, &["metadata", "name"]),
+            uid: s(item, &["metadata", "uid"]),
+            service_account: sa,
+            node_name: s(item, &["spec", "nodeName"]),
+            labels,
+            containers,
+        });
+    }
+    Ok(pods)
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn pod_uid_of(segment: &str) -> Option<String> {
+    let seg = segment.strip_suffix(".slice").unwrap_or(segment);
+    let idx = seg.rfind("pod")?;
+    if idx != 0 && !seg[..idx].ends_with('-') {
+        return None;
+    }
+    let uid = &seg[idx + 3..];
+    let ok_len = uid.len() == 36 || uid.len() == 32;
+    let ok_chars = uid
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+    (ok_len && ok_chars).then(|| uid.replace('_', "-").to_ascii_lowercase())
+}
+
+fn container_id_of(segment: &str) -> Option<String> {
+    if segment.contains("conmon") {
+        return None;
+    }
+    let seg = segment.strip_suffix(".scope").unwrap_or(segment);
+    let id = seg.rsplit('-').next().unwrap_or(seg);
+    is_container_id(id).then(|| id.to_ascii_lowercase())
+}
+
+/// Finds the container (and pod) in the text of `/proc/<pid>/cgroup`:
+/// cgroup v1 (`N:controllers:/path`) and v2 (`0::/path`), with the cgroupfs
+/// (`/kubepods/burstable/pod<uid>/<id>`) and systemd
+/// (`kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`) layouts
+/// of containerd, CRI-O and Docker. `None` when the caller is in no
+/// container.
+pub fn parse_cgroup_container(cgroup: &str) -> Option<CgroupContainer> {
+    for line in cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(_), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mut pod_uid = None;
+        let mut container_id = None;
+        for seg in path.split('/') {
+            if let Some(uid) = pod_uid_of(seg) {
+                pod_uid = Some(uid);
+            } else if let Some(id) = container_id_of(seg) {
+                container_id = Some(id);
+            }
+        }
+        if let Some(container_id) = container_id {
+            return Some(CgroupContainer {
+                pod_uid,
+                container_id,
+            });
+        }
+    }
+    None
+}
+
+/// The Kubernetes workload attestor.
+pub struct K8sAttestor {
+    proc_root: PathBuf,
+    lookup: Arc<dyn PodLookup>,
+}
+
+impl std::fmt::Debug for K8sAttestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K8sAttestor")
+            .field("proc_root", &self.proc_root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl K8sAttestor {
+    /// Reads `/proc`, asks `lookup` for pods.
+    pub fn new(lookup: Arc<dyn PodLookup>) -> Self {
+        Self::with_proc_root("/proc", lookup)
+    }
+    /// Reads `proc_root/<pid>/cgroup` (for tests).
+    pub fn with_proc_root(proc_root: impl Into<PathBuf>, lookup: Arc<dyn PodLookup>) -> Self {
+        K8sAttestor {
+            proc_root: proc_root.into(),
+            lookup,
+        }
+    }
+
+    /// The selectors of a pod and (when found in it) its container.
+    pub fn selectors_of(pod: &PodInfo, container_id: &str) -> Vec<Selector> {
+        let mut values = vec![
+            format!("ns:{}", pod.namespace),
+            format!("sa:{}", pod.service_account),
+            format!("pod-name:{}", pod.name),
+            format!("pod-uid:{}", pod.uid),
+            format!("node-name:{}", pod.node_name),
+        ];
+        for (k, v) in &pod.labels {
+            values.push(format!("pod-label:{k}:{v}"));
+        }
+        if let Some(c) = pod
+            .containers
+            .iter()
+            .find(|c| c.container_id == container_id)
+        {
+            values.push(format!("container-name:{}", c.name));
+            values.push(format!("container-image:{}", c.image));
+        }
+        values
+            .into_iter()
+            .filter_map(|v| Selector::new("k8s", &v).ok())
+            .collect()
+    }
+}
+
+impl Attestor for K8sAttestor {
+    fn attest(&self, peer: &PeerCred) -> Result<Vec<Selector>, AttestError> {
+        let pid = peer.pid;
+        if pid <= 0 {
+            return Err(AttestError::NoPid);
+        }
+        let path = self.proc_root.join(pid.to_string()).join("cgroup");
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_CGROUP_BYTES).read_to_string(&mut text))
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => AttestError::ProcessGone { pid },
+                _ => AttestError::Proc {
+                    pid,
+                    what: "cgroup",
+                    reason: e.to_string(),
+                },
+            })?;
+        let Some(found) = parse_cgroup_container(&text) else {
+            return Ok(Vec::new());
+        };
+        match self
+            .lookup
+            .find_pod(found.pod_uid.as_deref(), &found.container_id)?
+        {
+            Some(pod) => Ok(Self::selectors_of(&pod, &found.container_id)),
+            // In a pod the kubelet does not know (yet): refuse rather than
+            // hand out a container's identity without its pod's selectors.
+            None if found.pod_uid.is_some() => Err(AttestError::PodLookup(format!(
+                "pod {} is not known to the kubelet",
+                found.pod_uid.as_deref().unwrap_or_default()
+            ))),
+            // A container outside Kubernetes (plain Docker): no k8s selectors.
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const CID: &str = "3f0a8d3c2b1e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c";
+    const UID: &str = "4a6e8c2e-1b2c-4d5e-8f90-0123456789ab";
+
+    #[test]
+    fn cgroup_layouts() {
+        let uid_ = UID.replace('-', "_");
+        let cases = [
+            // cgroup v1, cgroupfs driver (containerd / docker)
+            format!("12:memory:/kubepods/burstable/pod{UID}/{CID}\n11:cpu:/kubepods/burstable/pod{UID}/{CID}"),
+            // cgroup v1, besteffort, systemd lines mixed in
+            format!("1:name=systemd:/kubepods/besteffort/pod{UID}/{CID}\n0::/"),
+            // cgroup v2, systemd driver, containerd
+            format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{CID}.scope"),
+            // cgroup v2, systemd driver, CRI-O
+            format!("0::/kubepods.slice/kubepods-pod{uid_}.slice/crio-{CID}.scope"),
+            // cgroup v2, systemd driver, docker (cri-dockerd), guaranteed QoS
+            format!("0::/kubepods.slice/kubepods-pod{uid_}.slice/docker-{CID}.scope"),
+            // cgroup v2, cgroupfs driver
+            format!("0::/kubepods/pod{UID}/{CID}"),
+            // kind: nested under the node container's cgroup
+            format!("0::/system.slice/docker-{}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{uid_}.slice/cri-containerd-{CID}.scope", "a".repeat(64)),
+        ];
+        for c in &cases {
+            assert_eq!(
+                parse_cgroup_container(c),
+                Some(CgroupContainer {
+                    pod_uid: Some(UID.to_string()),
+                    container_id: CID.to_string()
+                }),
+                "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn cgroup_without_pod_or_container() {
+        assert_eq!(
+            parse_cgroup_container(&format!("0::/system.slice/docker-{CID}.scope")),
+            Some(CgroupContainer {
+                pod_uid: None,
+                container_id: CID.to_string()
+            })
+        );
+        assert_eq!(
+            parse_cgroup_container(&format!("5:cpu:/docker/{CID}")),
+            Some(CgroupContainer {
+                pod_uid: None,
+                container_id: CID.to_string()
+            })
+        );
+        for none in [
+            "0::/user.slice/user-1000.slice/session-2.scope",
+            "0::/",
+            "",
+            "garbage",
+            "0::/kubepods/podnot-a-uid/xyz",
+            // CRI-O's monitor process is not the container
+            &format!(
+                "0::/kubepods.slice/kubepods-pod{}.slice/crio-conmon-{CID}.scope",
+                UID.replace('-', "_")
+            ),
+        ] {
+            assert_eq!(parse_cgroup_container(none), None, "{none}");
+        }
+    }
+
+    fn pod_list() -> Vec<PodInfo> {
+        let json = format!(
+            r#"{{"kind":"PodList","items":[{{
+              "metadata":{{"name":"web-1","namespace":"prod","uid":"{UID}","labels":{{"app":"web","tier":"fe"}}}},
+              "spec":{{"serviceAccountName":"web-sa","nodeName":"node-a"}},
+              "status":{{"containerStatuses":[{{"name":"web","image":"nginx:1.27","containerID":"containerd://{CID}"}}],
+                         "initContainerStatuses":[{{"name":"init","image":"busybox","containerID":"containerd://{}"}}]}}
+            }}]}}"#,
+            "b".repeat(64)
+        );
+        pods_from_pod_list_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn pod_list_and_selectors() {
+        let pods = pod_list();
+        assert_eq!(pods.len(), 1);
+        assert_eq!(pods[0].containers.len(), 2);
+        assert_eq!(pods[0].containers[0].container_id, CID);
+        let sel: Vec<String> = K8sAttestor::selectors_of(&pods[0], CID)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for want in [
+            "k8s:ns:prod",
+            "k8s:sa:web-sa",
+            "k8s:pod-name:web-1",
+            &format!("k8s:pod-uid:{UID}"),
+            "k8s:node-name:node-a",
+            "k8s:pod-label:app:web",
+            "k8s:pod-label:tier:fe",
+            "k8s:container-name:web",
+            "k8s:container-image:nginx:1.27",
+        ] {
+            assert!(sel.iter().any(|s| s == want), "{want} in {sel:?}");
+        }
+        assert!(pods_from_pod_list_json(b"{}").is_err());
+        assert!(pods_from_pod_list_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn attests_from_a_fake_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        let lookup = Arc::new(StaticPodLookup { pods: pod_list() });
+        let write = |pid: i32, text: &str| {
+            let d = dir.path().join(pid.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("cgroup"), text).unwrap();
+        };
+        let a = K8sAttestor::with_proc_root(dir.path(), lookup);
+        let peer = |pid| PeerCred {
+            pid,
+            uid: 0,
+            gid: 0,
+        };
+
+        write(10, &format!("0::/kubepods/burstable/pod{UID}/{CID}\n"));
+        let sel = a.attest(&peer(10)).unwrap();
+        assert!(sel.contains(&"k8s:container-name:web".parse().unwrap()));
+
+        // A host process: no k8s selectors, no error.
+        write(11, "0::/user.slice/user-1000.slice/session-2.scope\n");
+        assert!(a.attest(&peer(11)).unwrap().is_empty());
+
+        // A pod the kubelet does not know: refused.
+        write(
+            12,
+            &format!(
+                "0::/kubepods/pod{}/{CID}\n",
+                "5a6e8c2e-1b2c-4d5e-8f90-0123456789ab"
+            ),
+        );
+        assert!(matches!(
+            a.attest(&peer(12)),
+            Err(AttestError::PodLookup(_))
+        ));
+
+        // Gone.
+        assert_eq!(
+            a.attest(&peer(13)).unwrap_err(),
+            AttestError::ProcessGone { pid: 13 }
+        );
+    }
+}
