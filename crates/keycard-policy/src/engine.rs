@@ -12,8 +12,9 @@ use keycard_core::Severity;
 use keycard_k8s::{parse_str, LoadOptions, Object};
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
-use regorus::rvm::vm::RegoVM;
+use regorus::rvm::vm::{RegoVM, VmError};
 use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::MemoryBudgetConfig;
 use serde_json::{json, Map, Value};
 
 use crate::error::{EvalError, PolicyError};
@@ -24,6 +25,11 @@ use crate::packs;
 
 /// The newest Pod Security Standards version the packs know (v1.N).
 pub const LATEST_PSS_VERSION: u32 = 37;
+
+/// The most memory one evaluation of one object may take by default: 64 MiB
+/// of live allocations on top of what the evaluator held when it started.
+/// An ordinary evaluation takes well under 1 MiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Largest policy source file accepted, in bytes.
 const MAX_POLICY_BYTES: u64 = 4 * 1024 * 1024;
@@ -53,8 +59,12 @@ struct Compiled {
     rules: Arc<Vec<RuleInfo>>,
     /// The aggregate rule compiled to regorus' bytecode VM, when every
     /// construct it uses compiles; the tree-walking interpreter otherwise.
+    /// Entry point 0 is the aggregate; entry point `1 + i` is `rules[i]`
+    /// alone (to name the rule when an evaluation fails), when those compile.
     program: Option<Arc<Program>>,
+    per_rule_entries: bool,
     timer: ExecutionTimerConfig,
+    memory: Option<MemoryBudgetConfig>,
 }
 
 impl Compiled {
@@ -68,6 +78,11 @@ impl Compiled {
             return None;
         }
         vm.set_execution_timer_config(Some(self.timer));
+        vm.set_memory_budget_config(self.memory);
+        // The VM's own default stops at 25,000 instructions, which a rule
+        // looking across a large inventory passes legitimately; the time and
+        // memory limits are the bounds.
+        vm.set_max_instructions(usize::MAX);
         Some(vm)
     }
 }
@@ -81,6 +96,7 @@ pub struct PolicySetBuilder<'a> {
     params: Option<(String, Value)>,
     pss_version: Option<u32>,
     timeout: Option<Duration>,
+    memory_limit: Option<u64>,
     inventory: Option<&'a [Object]>,
 }
 
@@ -125,6 +141,18 @@ impl<'a> PolicySetBuilder<'a> {
         self
     }
 
+    /// The most memory one evaluation of one object may allocate, in bytes
+    /// ([`DEFAULT_MEMORY_LIMIT`] by default; 0 turns the limit off).
+    /// Enforced per evaluation on regorus' bytecode VM, which runs the
+    /// built-in packs and every policy that compiles to it; policies that run
+    /// on the interpreter (Gatekeeper templates, Rego the VM does not
+    /// compile) are bounded only by the process-wide ceiling of
+    /// [`crate::limits::set_process_memory_ceiling`].
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
     /// Every object of the run, for rules that look across objects.
     pub fn inventory(mut self, objects: &'a [Object]) -> Self {
         self.inventory = Some(objects);
@@ -138,6 +166,8 @@ impl<'a> PolicySetBuilder<'a> {
             // Look at the clock every 64 steps, not every step.
             check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
         };
+        let memory = std::num::NonZeroU64::new(self.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT))
+            .map(|limit| MemoryBudgetConfig { limit });
         let mut builtin_rules = Vec::new();
         let mut engine = regorus::Engine::new();
         engine.set_execution_timer_config(timer);
@@ -202,7 +232,7 @@ impl<'a> PolicySetBuilder<'a> {
         let builtin = if rules.is_empty() {
             None
         } else {
-            Some(finish(engine, rules, timer)?)
+            Some(finish(engine, rules, timer, memory)?)
         };
 
         // The team's own Rego: conftest-style input (the object itself).
@@ -245,7 +275,7 @@ impl<'a> PolicySetBuilder<'a> {
         let user = if user_rules.is_empty() {
             None
         } else {
-            Some(finish(user_engine, user_rules, timer)?)
+            Some(finish(user_engine, user_rules, timer, memory)?)
         };
         let mut set = PolicySet {
             builtin,
@@ -416,6 +446,7 @@ fn finish(
     mut engine: regorus::Engine,
     rules: Vec<RuleInfo>,
     timer: ExecutionTimerConfig,
+    memory: Option<MemoryBudgetConfig>,
 ) -> Result<Compiled, PolicyError> {
     let mut agg = format!("package {AGG_PACKAGE}\n\n");
     for (i, r) in rules.iter().enumerate() {
@@ -436,19 +467,33 @@ fn finish(
         .eval_query("true".to_string(), false)
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
     let entry = format!("data.{AGG_PACKAGE}.out");
+    let mut per_rule_entries = false;
     let program = if std::env::var_os("KEYCARD_REGO_INTERPRETER").is_some() {
         None
     } else {
-        match engine
-            .compile_with_entrypoint(&regorus::Rc::from(entry.as_str()))
-            .map_err(|e| e.to_string())
-            .and_then(|cp| {
-                Compiler::compile_from_policy(&cp, &[entry.as_str()]).map_err(|e| e.to_string())
-            }) {
-            Ok(p) => Some(p),
+        match engine.compile_with_entrypoint(&regorus::Rc::from(entry.as_str())) {
             Err(e) => {
                 tracing::debug!(error = %e, "policy does not compile to bytecode; using the interpreter");
                 None
+            }
+            Ok(cp) => {
+                let refs: Vec<String> =
+                    rules.iter().map(|r| rule_ref(&r.package, r.kind)).collect();
+                let mut entries = vec![entry.as_str()];
+                entries.extend(refs.iter().map(String::as_str));
+                match Compiler::compile_from_policy(&cp, &entries) {
+                    Ok(p) => {
+                        per_rule_entries = true;
+                        Some(p)
+                    }
+                    Err(_) => match Compiler::compile_from_policy(&cp, &[entry.as_str()]) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "policy does not compile to bytecode; using the interpreter");
+                            None
+                        }
+                    },
+                }
             }
         }
     };
@@ -456,7 +501,9 @@ fn finish(
         engine,
         rules: Arc::new(rules),
         program,
+        per_rule_entries,
         timer,
+        memory,
     })
 }
 
@@ -727,20 +774,20 @@ fn run(
     let res = match vm {
         Some(vm) => {
             vm.set_input(input.clone());
-            vm.execute().map_err(|e| e.to_string())
+            match vm.execute() {
+                Ok(v) => v,
+                Err(e) => return Err(blame_vm(c, vm, input, &e)),
+            }
         }
         None => {
             c.engine.set_input(input.clone());
-            c.engine
-                .eval_rule(format!("data.{AGG_PACKAGE}.out"))
-                .map_err(|e| e.to_string())
-        }
-    };
-    let res = match res {
-        Ok(v) => v,
-        Err(e) => {
-            c.engine.set_input(input);
-            return Err(blame(c, e));
+            match c.engine.eval_rule(format!("data.{AGG_PACKAGE}.out")) {
+                Ok(v) => v,
+                Err(e) => {
+                    c.engine.set_input(input);
+                    return Err(blame(c, e.to_string()));
+                }
+            }
         }
     };
     let json = serde_json::to_value(&res).map_err(|e| EvalError {
@@ -763,6 +810,56 @@ fn run(
     Ok(())
 }
 
+/// What a VM error says, in the words of the limits the user set.
+fn vm_error_message(e: &VmError) -> String {
+    const MIB: u64 = 1024 * 1024;
+    match e {
+        VmError::MemoryBudgetExceeded { usage, budget, .. } => format!(
+            "exceeded the memory limit of {} MiB (it had allocated {} MiB when stopped)",
+            budget.div_ceil(MIB),
+            usage / MIB
+        ),
+        VmError::MemoryLimitExceeded { usage, limit, .. } => format!(
+            "stopped at the process memory ceiling of {} MiB ({} MiB in use)",
+            limit.div_ceil(MIB),
+            usage / MIB
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The aggregate program failed on the VM: run each rule's own entry point
+/// under the same time and memory limits to name the rule. Never falls back
+/// to the interpreter, which has no per-evaluation memory budget.
+fn blame_vm(c: &Compiled, vm: &mut RegoVM, input: regorus::Value, err: &VmError) -> EvalError {
+    if c.per_rule_entries {
+        for (i, r) in c.rules.iter().enumerate() {
+            vm.set_input(input.clone());
+            if let Err(e) = vm.execute_entry_point_by_index(i + 1) {
+                return EvalError {
+                    policy: r.policy.clone(),
+                    message: format!("rule {}: {}", rule_id(r), vm_error_message(&e)),
+                };
+            }
+        }
+    }
+    EvalError {
+        policy: c
+            .rules
+            .first()
+            .map(|r| r.policy.clone())
+            .unwrap_or_default(),
+        message: format!("the rules together: {}", vm_error_message(err)),
+    }
+}
+
+fn rule_id(r: &RuleInfo) -> String {
+    r.meta
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}", r.package, r.kind))
+}
+
 /// The aggregate query failed (a time limit, a conflict, a builtin error):
 /// find which rule failed by evaluating each on its own, so the error names
 /// the policy and rule instead of the whole set.
@@ -770,14 +867,9 @@ fn blame(c: &mut Compiled, aggregate_error: String) -> EvalError {
     let rules = c.rules.clone();
     for r in rules.iter() {
         if let Err(e) = c.engine.eval_rule(rule_ref(&r.package, r.kind)) {
-            let id = r
-                .meta
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("{}.{}", r.package, r.kind));
             return EvalError {
                 policy: r.policy.clone(),
-                message: format!("rule {id}: {e}"),
+                message: format!("rule {}: {e}", rule_id(r)),
             };
         }
     }
@@ -915,6 +1007,33 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    /// A rule that builds a value of about 3 GB (ten million strings of a
+    /// few hundred bytes) is stopped at the memory limit and named, with no
+    /// time limit to help it.
+    #[test]
+    fn huge_value_stops_at_the_memory_limit() {
+        let src = "# METADATA\n# custom:\n#   id: team-hog\npackage hog\n\ndeny contains msg if {\n  input.kind == \"Service\"\n  pad := concat(\"\", [\"x\" | some _ in numbers.range(1, 300)])\n  big := [s | some i in numbers.range(1, 10000); some j in numbers.range(1, 1000); s := sprintf(\"%d-%d-%s\", [i, j, pad])]\n  count(big) > 0\n  msg := \"built it\"\n}\n";
+        let set = PolicySetBuilder::new()
+            .source("hog.rego", src)
+            .timeout(Duration::from_secs(600))
+            .memory_limit(16 * 1024 * 1024)
+            .build()
+            .unwrap();
+        let o = objs("apiVersion: v1\nkind: Service\nmetadata: {name: s}\n");
+        let mut ev = set.evaluator();
+        let e = ev.evaluate(&o[0]).unwrap_err();
+        assert_eq!(e.policy, "hog");
+        assert!(
+            e.message
+                .starts_with("rule team-hog: exceeded the memory limit of 16 MiB"),
+            "{}",
+            e.message
+        );
+        // The evaluator is usable afterwards: the same rule on another kind.
+        let cm = objs("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
+        assert!(ev.evaluate(&cm[0]).unwrap().is_empty());
     }
 
     #[test]

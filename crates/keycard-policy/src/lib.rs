@@ -34,12 +34,15 @@ mod error;
 pub mod exceptions;
 mod finding;
 pub mod gatekeeper;
+pub mod limits;
 mod metadata;
 pub mod packs;
 pub mod report;
 pub mod testing;
 
-pub use engine::{Evaluator, PolicySet, PolicySetBuilder, PssLevel, LATEST_PSS_VERSION};
+pub use engine::{
+    Evaluator, PolicySet, PolicySetBuilder, PssLevel, DEFAULT_MEMORY_LIMIT, LATEST_PSS_VERSION,
+};
 pub use error::{EvalError, PolicyError};
 pub use finding::{Enforcement, ExceptionState, Finding};
 pub use metadata::{parse_annotations, RuleMeta, Scope};
