@@ -7,3 +7,13 @@
 //! nodes.
 
 pub mod admission;
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod https;
+pub mod state;
+pub mod up;
+
+pub use config::{ConfigError, Overrides, UpConfig};
+pub use up::{connect_data_dir, start, Endpoints, Up, UpError};
