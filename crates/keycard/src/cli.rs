@@ -34,6 +34,17 @@ pub enum Command {
     /// The tamper-evident decision log: append, verify, why, query, export, prune.
     #[command(subcommand)]
     Audit(crate::cmd::audit::AuditCommand),
+    /// Enforcement: the Envoy ext_authz decision point over keycard's authorization policies.
+    #[command(subcommand)]
+    Authz(crate::cmd::authz::AuthzCommand),
+    /// Run a whole trust domain on this machine: CA, API, agent (Workload API, SDS).
+    Up(crate::cmd::up::UpArgs),
+    /// Registration entries: which workloads get which SPIFFE ID.
+    #[command(subcommand)]
+    Entry(crate::cmd::entry::EntryCommand),
+    /// Join tokens for agents.
+    #[command(subcommand)]
+    Token(crate::cmd::token::TokenCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +191,9 @@ pub struct CheckArgs {
     /// Most time one object's evaluation may take, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     pub timeout_ms: u64,
+    /// Most memory one object's evaluation may allocate, in MiB (0: no limit).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub memory_limit_mib: u64,
     /// Largest input file read, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_file_mib: u64,

@@ -3,10 +3,14 @@
 use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
 pub mod audit;
+pub mod authz;
 mod check;
+pub mod entry;
 mod flows;
 mod netpol;
 mod policy;
+pub mod token;
+pub mod up;
 
 /// Run a subcommand; the value is the process exit code.
 pub fn run(cmd: Command) -> anyhow::Result<u8> {
@@ -22,6 +26,10 @@ pub fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Flows(FlowsCommand::Ingest(args)) => flows::ingest(args),
         Command::Flows(FlowsCommand::Graph(args)) => flows::graph(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Authz(cmd) => authz::run(cmd),
+        Command::Up(args) => up::run(args),
+        Command::Entry(cmd) => entry::run(cmd),
+        Command::Token(cmd) => token::run(cmd),
     }
 }
 
