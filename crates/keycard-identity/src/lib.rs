@@ -35,6 +35,8 @@ pub mod jose;
 pub mod jwt;
 pub mod keystore;
 pub mod registry;
+pub mod revocation;
+pub mod rotation;
 
 pub use attest::{
     attest_join_token, attest_psat, attest_psat_with_review, generate_join_token, AttestError,
@@ -48,3 +50,8 @@ pub use jose::{JwkKey, Jwks, JwtError};
 pub use jwt::{validate_jwt_svid, JwtSvidClaims};
 pub use keystore::{FileKeyStore, KeyStore, KeyStoreError, MemoryKeyStore, PrivateKey};
 pub use registry::{validate_entry, EntryLimits, NewEntry, RegistrationError, Registry};
+pub use revocation::{ban_agent, delete_entry, revoke_identity, RevocationSet, Revoked};
+pub use rotation::{
+    renewal_time, CacheEvent, Clock, Expiring, RenewError, Renewer, RotationConfig, RotationStats,
+    Rotator, SystemClock, TokioClock,
+};
