@@ -326,6 +326,10 @@ pub trait IdentityStore {
     fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// The named value `key`.
     fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every named value whose key starts with `prefix`, by key.
+    fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Deletes the named value `key`; returns whether it existed.
+    fn delete_value(&mut self, key: &str) -> Result<bool, StoreError>;
 }
 
 /// The whole of keycard's state: the decision log and the identity store;

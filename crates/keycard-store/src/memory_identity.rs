@@ -102,4 +102,18 @@ impl IdentityStore for MemoryStore {
     fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.identity.values.get(key).cloned())
     }
+
+    fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self
+            .identity
+            .values
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn delete_value(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.identity.values.remove(key).is_some())
+    }
 }

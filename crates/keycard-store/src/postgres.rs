@@ -700,4 +700,25 @@ impl IdentityStore for PostgresStore {
             .map_err(classify)?;
         Ok(row.map(|r| r.get(0)))
     }
+
+    fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows = self
+            .lock()
+            .client
+            .query(
+                "SELECT key, value FROM kv WHERE left(key, length($1)) = $1 ORDER BY key",
+                &[&prefix],
+            )
+            .map_err(classify)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn delete_value(&mut self, key: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .client
+            .execute("DELETE FROM kv WHERE key = $1", &[&key])
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
 }

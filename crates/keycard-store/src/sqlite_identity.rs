@@ -197,4 +197,28 @@ impl IdentityStore for SqliteStore {
             .optional()
             .map_err(classify)
     }
+
+    fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        // substr() compares bytes exactly: no LIKE wildcards to escape.
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT key, value FROM kv WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )
+            .map_err(classify)?;
+        let rows = st
+            .query_map([prefix], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(classify)?;
+        rows.map(|r| r.map_err(classify)).collect()
+    }
+
+    fn delete_value(&mut self, key: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM kv WHERE key = ?1", [key])
+            .map_err(classify)?;
+        Ok(n > 0)
+    }
 }

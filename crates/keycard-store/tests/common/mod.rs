@@ -96,4 +96,18 @@ pub fn identity_contract(s: &mut dyn IdentityStore) {
     s.put_value("k", b"v1").unwrap();
     s.put_value("k", b"v2").unwrap();
     assert_eq!(s.value("k").unwrap().unwrap(), b"v2");
+    s.put_value("p/a", b"1").unwrap();
+    s.put_value("p/b", b"2").unwrap();
+    s.put_value("p%", b"3").unwrap();
+    s.put_value("q", b"4").unwrap();
+    let keys: Vec<String> = s
+        .values_with_prefix("p/")
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["p/a", "p/b"]);
+    assert!(s.delete_value("p/a").unwrap());
+    assert!(!s.delete_value("p/a").unwrap());
+    assert_eq!(s.values_with_prefix("p/").unwrap().len(), 1);
 }
