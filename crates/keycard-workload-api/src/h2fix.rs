@@ -442,6 +442,7 @@ pub struct AuthorityFix<T> {
     fixer: Fixer,
     scratch: Vec<u8>,
     eof: bool,
+    enabled: bool,
 }
 
 impl<T> AuthorityFix<T> {
@@ -452,6 +453,18 @@ impl<T> AuthorityFix<T> {
             fixer: Fixer::new(),
             scratch: vec![0; READ_CHUNK],
             eof: false,
+            enabled: true,
+        }
+    }
+    /// Wraps a stream without rewriting anything (to show what the fix is
+    /// for).
+    pub fn passthrough(inner: T) -> Self {
+        AuthorityFix {
+            inner,
+            fixer: Fixer::new(),
+            scratch: Vec::new(),
+            eof: false,
+            enabled: false,
         }
     }
     /// The wrapped stream.
@@ -471,6 +484,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for AuthorityFix<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.enabled {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         loop {
             let ready = this.fixer.output();
             if !ready.is_empty() {
@@ -526,5 +542,391 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<T> {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+    type RawFrame = (u8, u8, u32, Vec<u8>);
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let len = payload.len();
+        out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn lit_incremental_new(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.push(0x40);
+        encode_int(out, 0, 7, name.len());
+        out.extend_from_slice(name);
+        encode_int(out, 0, 7, value.len());
+        out.extend_from_slice(value);
+    }
+
+    fn lit_incremental_indexed_name(out: &mut Vec<u8>, idx: usize, value: &[u8]) {
+        encode_int(out, 0x40, 6, idx);
+        encode_int(out, 0, 7, value.len());
+        out.extend_from_slice(value);
+    }
+
+    /// Block 1 fills the client's dynamic table; block 2 refers to it.
+    fn blocks() -> (Vec<u8>, Vec<u8>) {
+        let mut b1 = vec![0x3f, 0xe1, 0x1f]; // table size update: 4096
+        b1.push(0x83); // :method POST
+        b1.push(0x86); // :scheme http
+        lit_incremental_indexed_name(&mut b1, 4, b"/SpiffeWorkloadAPI/FetchX509SVID");
+        lit_incremental_indexed_name(&mut b1, 1, b"%2Ftmp%2Fagent.sock");
+        lit_incremental_new(&mut b1, b"workload.spiffe.io", b"true");
+        // never-indexed literal with a new name
+        b1.push(0x10);
+        encode_int(&mut b1, 0, 7, 2);
+        b1.extend_from_slice(b"te");
+        encode_int(&mut b1, 0, 7, 8);
+        b1.extend_from_slice(b"trailers");
+        // Block 2: dynamic entries 62 (workload.spiffe.io), 63 (:authority), 64 (:path).
+        let b2 = vec![0x83, 0x86, 0x80 | 64, 0x80 | 63, 0x80 | 62];
+        (b1, b2)
+    }
+
+    fn expected(authority: &[u8]) -> (Headers, Headers) {
+        let h = |n: &str, v: &[u8]| (n.as_bytes().to_vec(), v.to_vec());
+        let first = vec![
+            h(":method", b"POST"),
+            h(":scheme", b"http"),
+            h(":path", b"/SpiffeWorkloadAPI/FetchX509SVID"),
+            h(":authority", authority),
+            h("workload.spiffe.io", b"true"),
+            h("te", b"trailers"),
+        ];
+        let second = vec![
+            h(":method", b"POST"),
+            h(":scheme", b"http"),
+            h(":path", b"/SpiffeWorkloadAPI/FetchX509SVID"),
+            h(":authority", authority),
+            h("workload.spiffe.io", b"true"),
+        ];
+        (first, second)
+    }
+
+    /// A client connection: preface, SETTINGS, a padded+priority HEADERS
+    /// split over two CONTINUATIONs, DATA, a second HEADERS using the
+    /// dynamic table, WINDOW_UPDATE, an unknown frame type.
+    fn client_stream() -> Vec<u8> {
+        let (b1, b2) = blocks();
+        let mut s = PREFACE.to_vec();
+        s.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        let mut p = vec![4u8]; // pad length
+        p.extend_from_slice(&[0x80, 0, 0, 0, 15]); // exclusive dep on 0, weight 15
+        p.extend_from_slice(&b1[..10]);
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        s.extend(frame(TYPE_HEADERS, FLAG_PADDED | FLAG_PRIORITY, 1, &p));
+        s.extend(frame(TYPE_CONTINUATION, 0, 1, &b1[10..20]));
+        s.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, &b1[20..]));
+        s.extend(frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0"));
+        s.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_END_STREAM,
+            3,
+            &b2,
+        ));
+        s.extend(frame(0x8, 0, 0, &[0, 0, 0x10, 0]));
+        s.extend(frame(0xee, 0x1, 0, b"ext"));
+        s
+    }
+
+    #[derive(Debug)]
+    struct Frame {
+        kind: u8,
+        flags: u8,
+        stream: u32,
+        payload: Vec<u8>,
+    }
+
+    fn parse_frames(mut b: &[u8]) -> Vec<Frame> {
+        assert!(b.starts_with(PREFACE));
+        b = &b[PREFACE.len()..];
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+            out.push(Frame {
+                kind: b[3],
+                flags: b[4],
+                stream: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
+                payload: b[9..9 + len].to_vec(),
+            });
+            b = &b[9 + len..];
+        }
+        out
+    }
+
+    /// What the server sees: header lists (decoded with a fresh decoder that
+    /// must never need a dynamic table) and the other frames.
+    fn server_view(out: &[u8]) -> (Vec<Headers>, Vec<RawFrame>) {
+        let mut dec = loona_hpack::Decoder::new();
+        let mut lists = Vec::new();
+        let mut others = Vec::new();
+        let mut block: Option<Vec<u8>> = None;
+        for f in parse_frames(out) {
+            match f.kind {
+                TYPE_HEADERS => {
+                    assert!(block.is_none());
+                    assert_eq!(f.flags & FLAG_PADDED, 0);
+                    let p = if f.flags & FLAG_PRIORITY != 0 {
+                        assert_eq!(&f.payload[..5], &[0x80, 0, 0, 0, 15]);
+                        &f.payload[5..]
+                    } else {
+                        &f.payload[..]
+                    };
+                    assert!(f.payload.len() <= OUT_MAX_FRAME);
+                    block = Some(p.to_vec());
+                }
+                TYPE_CONTINUATION => {
+                    assert!(f.payload.len() <= OUT_MAX_FRAME);
+                    block.as_mut().unwrap().extend_from_slice(&f.payload);
+                }
+                _ => others.push((f.kind, f.flags, f.stream, f.payload)),
+            }
+            if matches!(f.kind, TYPE_HEADERS | TYPE_CONTINUATION) && f.flags & FLAG_END_HEADERS != 0
+            {
+                let b = block.take().unwrap();
+                // Only never-indexed literals: the table is never touched.
+                lists.push(dec.decode(&b).unwrap());
+            }
+        }
+        (lists, others)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn feed_split(input: &[u8], rng: &mut Rng) -> Result<(Vec<u8>, u64), FixError> {
+        let mut f = Fixer::new();
+        let mut out = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            let n = 1 + rng.below(rest.len().min(40));
+            f.feed(&rest[..n])?;
+            rest = &rest[n..];
+            // The server reads some of what is ready.
+            let take = rng.below(f.output().len() + 1);
+            out.extend_from_slice(&f.output()[..take]);
+            f.consume(take);
+        }
+        out.extend_from_slice(f.output());
+        Ok((out, f.rewrites()))
+    }
+
+    #[test]
+    fn rewrites_invalid_authority_in_every_split() {
+        let input = client_stream();
+        let (want1, want2) = expected(b"localhost");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..300 {
+            let (out, rewrites) = feed_split(&input, &mut rng).unwrap();
+            assert_eq!(rewrites, 2);
+            let (lists, others) = server_view(&out);
+            assert_eq!(lists, vec![want1.clone(), want2.clone()]);
+            assert_eq!(
+                others,
+                vec![
+                    (0x4, 0, 0, vec![0, 3, 0, 0, 0, 100]),
+                    (0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0".to_vec()),
+                    (0x8, 0, 0, vec![0, 0, 0x10, 0]),
+                    (0xee, 0x1, 0, b"ext".to_vec()),
+                ]
+            );
+        }
+        // END_STREAM stays on the second HEADERS.
+        let (out, _) = feed_split(&input, &mut rng).unwrap();
+        let last_headers = parse_frames(&out)
+            .into_iter()
+            .rfind(|f| f.kind == TYPE_HEADERS)
+            .unwrap();
+        assert_eq!(last_headers.stream, 3);
+        assert_ne!(last_headers.flags & FLAG_END_STREAM, 0);
+    }
+
+    #[test]
+    fn valid_authority_is_kept() {
+        let mut b = vec![0x83, 0x86, 0x84];
+        lit_incremental_indexed_name(&mut b, 1, b"localhost:1234");
+        let mut s = PREFACE.to_vec();
+        s.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &b));
+        let mut f = Fixer::new();
+        f.feed(&s).unwrap();
+        assert_eq!(f.rewrites(), 0);
+        let (lists, _) = server_view(f.output());
+        assert_eq!(lists[0][3].1, b"localhost:1234");
+    }
+
+    #[test]
+    fn large_blocks_are_split_into_continuations() {
+        let mut b = vec![0x83, 0x86, 0x84];
+        lit_incremental_indexed_name(&mut b, 1, b"/a/very/long/%2F/path");
+        let big = vec![b'x'; 40_000];
+        // literal without indexing, new name
+        b.push(0x00);
+        encode_int(&mut b, 0, 7, 5);
+        b.extend_from_slice(b"x-big");
+        encode_int(&mut b, 0, 7, big.len());
+        b.extend_from_slice(&big);
+        let mut s = PREFACE.to_vec();
+        let (one, two) = b.split_at(16_000);
+        s.extend(frame(TYPE_HEADERS, 0, 5, one));
+        s.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 5, two));
+        let mut f = Fixer::new();
+        f.feed(&s).unwrap();
+        let frames = parse_frames(f.output());
+        assert!(frames.len() >= 3);
+        assert!(frames.iter().all(|fr| fr.payload.len() <= OUT_MAX_FRAME));
+        assert_eq!(
+            frames
+                .iter()
+                .filter(|fr| fr.flags & FLAG_END_HEADERS != 0)
+                .count(),
+            1
+        );
+        let (lists, _) = server_view(f.output());
+        assert_eq!(lists[0][3], (b":authority".to_vec(), b"localhost".to_vec()));
+        assert_eq!(lists[0][4].1.len(), 40_000);
+    }
+
+    #[test]
+    fn malformed_input_is_refused() {
+        let (b1, _) = blocks();
+        let with_preface = |frames: Vec<Vec<u8>>| {
+            let mut s = PREFACE.to_vec();
+            for f in frames {
+                s.extend(f);
+            }
+            s
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "preface"),
+            (
+                with_preface(vec![frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, &b1)]),
+                "continuation without headers",
+            ),
+            (
+                with_preface(vec![
+                    frame(TYPE_HEADERS, 0, 1, &b1[..5]),
+                    frame(0x0, 0, 1, b"x"),
+                ]),
+                "interrupted block",
+            ),
+            (
+                with_preface(vec![
+                    frame(TYPE_HEADERS, 0, 1, &b1[..5]),
+                    frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, &b1[5..]),
+                ]),
+                "continuation on another stream",
+            ),
+            (
+                with_preface(vec![frame(
+                    TYPE_HEADERS,
+                    FLAG_PADDED | FLAG_END_HEADERS,
+                    1,
+                    &[200, 1, 2],
+                )]),
+                "padding too long",
+            ),
+            (
+                with_preface(vec![frame(
+                    TYPE_HEADERS,
+                    FLAG_PRIORITY | FLAG_END_HEADERS,
+                    1,
+                    &[1, 2],
+                )]),
+                "priority truncated",
+            ),
+            (
+                with_preface(vec![frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0x80 | 70])]),
+                "index out of range",
+            ),
+            (
+                with_preface(vec![frame(
+                    TYPE_HEADERS,
+                    FLAG_END_HEADERS,
+                    1,
+                    &[0x3f, 0xe1, 0x3f],
+                )]),
+                "table size above the allowed maximum",
+            ),
+            (
+                with_preface(vec![frame(
+                    TYPE_PUSH_PROMISE,
+                    FLAG_END_HEADERS,
+                    1,
+                    &[0, 0, 0, 2, 0x82],
+                )]),
+                "push promise",
+            ),
+            (
+                with_preface(vec![frame(TYPE_HEADERS, FLAG_END_HEADERS, 0, &[0x82])]),
+                "stream 0",
+            ),
+        ];
+        for (input, what) in cases {
+            let mut f = Fixer::new();
+            assert!(f.feed(&input).is_err(), "{what} accepted");
+        }
+        // A header frame larger than the limit is refused from its header
+        // alone, before its payload arrives.
+        let mut f = Fixer::new();
+        let mut s = PREFACE.to_vec();
+        s.extend_from_slice(&[0xff, 0xff, 0xff, TYPE_HEADERS, 0, 0, 0, 0, 1]);
+        assert_eq!(f.feed(&s).unwrap_err(), FixError::TooLarge("header frame"));
+    }
+
+    #[test]
+    fn random_input_never_panics_and_stays_bounded() {
+        let mut rng = Rng(12345);
+        let base = client_stream();
+        for round in 0..2000 {
+            let mut input = if round % 2 == 0 {
+                base.clone()
+            } else {
+                PREFACE.to_vec()
+            };
+            // Mutate: flip bytes after the preface, or append random bytes.
+            let n = 1 + rng.below(64);
+            for _ in 0..n {
+                if round % 2 == 0 {
+                    let i = PREFACE.len() + rng.below(input.len() - PREFACE.len());
+                    input[i] = rng.next() as u8;
+                } else {
+                    input.push(rng.next() as u8);
+                }
+            }
+            let mut f = Fixer::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let k = 1 + rng.below(rest.len().min(64));
+                if f.feed(&rest[..k]).is_err() {
+                    break;
+                }
+                rest = &rest[k..];
+                assert!(f.output().len() <= 4 * (MAX_HEADER_LIST + OUT_MAX_FRAME));
+                let out = f.output().len();
+                f.consume(out);
+            }
+        }
     }
 }

@@ -53,6 +53,10 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Most concurrent calls on one connection.
     pub max_concurrent_streams: u32,
+    /// Replace an invalid HTTP/2 `:authority` (grpc-python and grpc-java
+    /// send the socket path) with `localhost`; see [`crate::h2fix`]. On by
+    /// default; off only to demonstrate what it fixes.
+    pub rewrite_invalid_authority: bool,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +66,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(5),
             max_connections: 1024,
             max_concurrent_streams: 256,
+            rewrite_invalid_authority: true,
         }
     }
 }
@@ -216,29 +221,35 @@ where
         .max_decoding_message_size(1 << 20);
 
     let limit = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let incoming = futures::stream::unfold((listener, limit), |(listener, limit)| async move {
-        loop {
-            let permit = Arc::clone(&limit).acquire_owned().await.ok()?;
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let info = ConnInfo {
-                        peer: peer_cred(&stream),
-                    };
-                    let conn = Conn {
-                        io: AuthorityFix::new(stream),
-                        info,
-                        _permit: permit,
-                    };
-                    return Some((Ok::<_, io::Error>(conn), (listener, limit)));
-                }
-                Err(e) => {
-                    drop(permit);
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rewrite = options.rewrite_invalid_authority;
+    let incoming =
+        futures::stream::unfold((listener, limit), move |(listener, limit)| async move {
+            loop {
+                let permit = Arc::clone(&limit).acquire_owned().await.ok()?;
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let info = ConnInfo {
+                            peer: peer_cred(&stream),
+                        };
+                        let conn = Conn {
+                            io: if rewrite {
+                                AuthorityFix::new(stream)
+                            } else {
+                                AuthorityFix::passthrough(stream)
+                            },
+                            info,
+                            _permit: permit,
+                        };
+                        return Some((Ok::<_, io::Error>(conn), (listener, limit)));
+                    }
+                    Err(e) => {
+                        drop(permit);
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
-        }
-    });
+        });
 
     let signal = async move {
         shutdown.await;

@@ -306,15 +306,23 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start<S: IdentitySource>(source: Arc<S>) -> Self {
+        Self::start_with(source, keycard_workload_api::ServeOptions::default())
+    }
+
+    pub fn start_with<S: IdentitySource>(
+        source: Arc<S>,
+        options: keycard_workload_api::ServeOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let listener = keycard_workload_api::bind_socket(&socket, 0o666).unwrap();
         let (stop, rx) = tokio::sync::oneshot::channel();
         let attestor = Arc::new(keycard_workload_api::UnixAttestor::new());
-        let task = tokio::spawn(keycard_workload_api::serve(
+        let task = tokio::spawn(keycard_workload_api::serve_with(
             listener,
             source,
             attestor,
+            options,
             async move {
                 let _ = rx.await;
             },
@@ -344,4 +352,87 @@ impl TestServer {
                 .unwrap();
         }
     }
+}
+
+/// Connects tonic's channel to a Unix socket (no Workload API header added).
+#[derive(Clone)]
+pub struct UnixConnector(pub PathBuf);
+
+impl tonic::codegen::Service<http::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        })
+    }
+}
+
+/// A raw gRPC client on the socket.
+pub async fn raw_client(
+    socket: &std::path::Path,
+) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(UnixConnector(socket.to_path_buf()))
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
+/// A request with the Workload API header.
+pub fn with_header<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    r
+}
+
+pub async fn unary<Req, Resp>(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    path: &'static str,
+    req: tonic::Request<Req>,
+) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    grpc.ready().await.unwrap();
+    grpc.unary(
+        req,
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+pub async fn server_stream<Req, Resp>(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    path: &'static str,
+    req: tonic::Request<Req>,
+) -> Result<tonic::Streaming<Resp>, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    grpc.ready().await.unwrap();
+    grpc.server_streaming(
+        req,
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .map(|r| r.into_inner())
 }
