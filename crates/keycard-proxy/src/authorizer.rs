@@ -1,27 +1,61 @@
 //! The authorizer: identity checks (revocation, JWT), posture lookup, then
-//! the policy set. One per process, shared behind an `Arc`.
+//! the policy set. One per process, shared behind an `Arc`; every
+//! enforcement point (ext_authz, the proxy) calls [`Authorizer::check`] in
+//! process.
 
 use std::sync::Arc;
 
 use keycard_core::Outcome;
 
-use crate::engine::{AuthzDecision, PolicySet};
+use crate::engine::{AuthzDecision, PolicySet, Reason};
+use crate::files::{PostureDb, Revocations, Watched};
+use crate::jwt::JwtValidator;
 use crate::loader::PolicyStore;
-use crate::request::{Attrs, Request};
+use crate::request::{Attrs, Claims, Request};
+use crate::time::unix_now;
 
 /// Decides requests. Cheap to call from many threads at once.
 pub struct Authorizer {
     policies: Arc<PolicyStore>,
+    revocations: Option<Arc<Watched<Revocations>>>,
+    posture: Option<Arc<Watched<PostureDb>>>,
+    jwt: Option<Arc<JwtValidator>>,
+}
+
+/// A decision and the validated JWT claims it used.
+pub struct Checked {
+    pub decision: AuthzDecision,
+    pub claims: Option<Claims>,
 }
 
 impl Authorizer {
     pub fn new(policies: Arc<PolicyStore>) -> Self {
-        Authorizer { policies }
+        Authorizer {
+            policies,
+            revocations: None,
+            posture: None,
+            jwt: None,
+        }
     }
 
     /// An authorizer over a fixed policy set.
     pub fn with_policies(set: PolicySet) -> Self {
         Self::new(Arc::new(PolicyStore::fixed(set)))
+    }
+
+    pub fn revocations(mut self, r: Arc<Watched<Revocations>>) -> Self {
+        self.revocations = Some(r);
+        self
+    }
+
+    pub fn posture(mut self, p: Arc<Watched<PostureDb>>) -> Self {
+        self.posture = Some(p);
+        self
+    }
+
+    pub fn jwt(mut self, v: Arc<JwtValidator>) -> Self {
+        self.jwt = Some(v);
+        self
     }
 
     pub fn policies(&self) -> &Arc<PolicyStore> {
@@ -30,13 +64,57 @@ impl Authorizer {
 
     /// Decide one request.
     pub fn check(&self, req: &Request) -> AuthzDecision {
+        self.check_full(req, unix_now()).decision
+    }
+
+    /// Decide one request at a time (Unix seconds), keeping the JWT claims.
+    pub fn check_full(&self, req: &Request, now: i64) -> Checked {
+        let source = req.source.principal.as_deref();
+        if let Some(rev) = &self.revocations {
+            let r = rev.current();
+            if r.is_revoked(source, req.source_cert_serial.as_deref()) {
+                let mut d = AuthzDecision::new(Outcome::Deny, Reason::Revoked);
+                d.detail = Some("the source identity or certificate is revoked".into());
+                return Checked {
+                    decision: d,
+                    claims: None,
+                };
+            }
+        }
+        let claims = match (req.bearer_token(), &self.jwt) {
+            (Some(token), Some(v)) => match v.validate(token, now) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let mut d = AuthzDecision::new(Outcome::Deny, Reason::JwtInvalid);
+                    d.detail = Some(e.to_string());
+                    return Checked {
+                        decision: d,
+                        claims: None,
+                    };
+                }
+            },
+            _ => None,
+        };
+        if let (Some(c), Some(rev)) = (&claims, &self.revocations) {
+            if rev.current().is_revoked(Some(&c.subject), None) {
+                let mut d = AuthzDecision::new(Outcome::Deny, Reason::Revoked);
+                d.detail = Some("the token subject is revoked".into());
+                return Checked {
+                    decision: d,
+                    claims,
+                };
+            }
+        }
+        let posture_db = self.posture.as_ref().map(|p| p.current());
+        let posture = posture_db.as_deref().and_then(|db| {
+            source
+                .and_then(|s| db.get(s, now))
+                .or_else(|| claims.as_ref().and_then(|c| db.get(&c.subject, now)))
+        });
         let set = self.policies.current();
-        let attrs = Attrs::new(req, None, None);
-        let d = set.evaluate(&attrs);
-        debug_assert!(matches!(
-            d.outcome,
-            Outcome::Allow | Outcome::Deny | Outcome::Audit
-        ));
-        d
+        let attrs = Attrs::new(req, claims.as_ref(), posture);
+        let decision = set.evaluate(&attrs);
+        drop(attrs);
+        Checked { decision, claims }
     }
 }

@@ -34,13 +34,21 @@
 
 mod authorizer;
 mod engine;
+pub mod ext_authz;
+mod fetch;
+pub mod files;
+pub mod jwt;
 mod loader;
 pub mod matcher;
+pub mod metrics;
 mod policy;
+pub mod record;
 mod rego;
 mod request;
+pub mod serve;
+pub mod time;
 
-pub use authorizer::Authorizer;
+pub use authorizer::{Authorizer, Checked};
 pub use engine::{AuthzDecision, PolicySet, Reason};
 pub use keycard_core::Outcome;
 pub use loader::{compile_str, load_dir, LoadError, PolicyStore, Reload};
