@@ -95,8 +95,21 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> Loaded {
                 continue;
             }
         }
-        for f in files {
-            read_file(&f, opts, &mut out);
+        // Files are parsed in parallel and merged in name order, so the
+        // result is the same as reading them one by one.
+        use rayon::prelude::*;
+        let parts: Vec<Loaded> = files
+            .par_iter()
+            .map(|f| {
+                let mut part = Loaded::default();
+                read_file(f, opts, &mut part);
+                part
+            })
+            .collect();
+        for part in parts {
+            out.objects.extend(part.objects);
+            out.errors.extend(part.errors);
+            out.files += part.files;
         }
     }
     if out.objects.len() > opts.max_objects {

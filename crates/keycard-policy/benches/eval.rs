@@ -102,6 +102,8 @@ spec:
   policyTypes: [Ingress, Egress]
 "#;
 
+const CONFIGMAP: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: checkout-config\n  namespace: shop\n  labels: {app.kubernetes.io/name: checkout}\ndata:\n  LOG_LEVEL: info\n  FEATURES: a,b,c\n";
+
 fn objects() -> Vec<Object> {
     let (objs, errs) = parse_str("deployment.yaml", DEPLOYMENT, &LoadOptions::default());
     assert!(errs.is_empty(), "{errs:?}");
@@ -225,13 +227,26 @@ fn per_package(objs: &[Object]) {
                 .to_string();
             let rule = format!("data.{pkg}.deny");
             let mut e = engine.clone();
-            e.set_input(input.clone());
-            e.eval_rule(rule.clone()).unwrap();
-            let n = 30;
+            // On the bytecode VM, as keycard runs it.
+            let cp = e
+                .compile_with_entrypoint(&regorus::Rc::from(rule.as_str()))
+                .unwrap();
+            let prog = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+                &cp,
+                &[rule.as_str()],
+            )
+            .unwrap();
+            let mut vm = regorus::rvm::vm::RegoVM::new();
+            vm.load_program(prog);
+            vm.set_data(e.get_data()).unwrap();
+            vm.set_max_instructions(usize::MAX);
+            vm.set_input(input.clone());
+            vm.execute().unwrap();
+            let n = 2000;
             let t = std::time::Instant::now();
             for _ in 0..n {
-                e.set_input(input.clone());
-                e.eval_rule(rule.clone()).unwrap();
+                vm.set_input(input.clone());
+                vm.execute().unwrap();
             }
             rows.push((t.elapsed() / n, pkg));
         }
@@ -245,6 +260,20 @@ fn per_package(objs: &[Object]) {
 
 fn bench(c: &mut Criterion) {
     let objs = objects();
+    // With KEYCARD_BENCH_ITERS=N: N evaluations of the Deployment and exit,
+    // for instruction counts (`perf stat -e instructions:u`, run with N and
+    // 2N and take the difference), which a shared machine does not disturb.
+    if let Some(n) = std::env::var("KEYCARD_BENCH_ITERS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        let set = set(&["pss-restricted", "zero-trust"], &objs);
+        let mut ev = set.evaluator();
+        for _ in 0..n {
+            black_box(ev.evaluate(black_box(&objs[0])).unwrap());
+        }
+        std::process::exit(0);
+    }
     if std::env::var_os("KEYCARD_BENCH_PACKAGES").is_some() {
         per_package(&objs);
     }
@@ -269,6 +298,15 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{label}/deployment"), |b| {
             b.iter(|| ev.evaluate(black_box(deployment)).unwrap())
         });
+        if packs.len() == 2 {
+            // An object no pod rule applies to, in a namespace that has its
+            // Namespace object: what most of a cluster's objects cost.
+            let (cm, _) = parse_str("cm.yaml", CONFIGMAP, &LoadOptions::default());
+            assert!(ev.evaluate(&cm[0]).unwrap().is_empty());
+            g.bench_function(format!("{label}/configmap"), |b| {
+                b.iter(|| ev.evaluate(black_box(&cm[0])).unwrap())
+            });
+        }
     }
     g.finish();
 

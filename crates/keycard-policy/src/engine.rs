@@ -50,6 +50,41 @@ struct RuleInfo {
     package: String,
     kind: &'static str,
     meta: RuleMeta,
+    /// A built-in rule of scope pod: it fires only when `input.pod` exists.
+    needs_pod: bool,
+}
+
+impl RuleInfo {
+    /// Whether the rule can fire on an object of this kind, with or without a pod.
+    fn applies(&self, kind: &str, has_pod: bool) -> bool {
+        (has_pod || !self.needs_pod)
+            && self
+                .meta
+                .kinds
+                .as_ref()
+                .is_none_or(|ks| ks.iter().any(|k| k == kind))
+    }
+}
+
+/// Which rules run on which objects: one aggregate program per class of
+/// objects (kind, pod or not) that run the same rules, so that an object
+/// runs only the rules that can fire on it.
+struct Dispatch {
+    /// Per class: the program, or `None` when no rule applies.
+    programs: Vec<Option<Arc<Program>>>,
+    /// (has pod, kind) of every kind some rule names, to its class.
+    by_kind: BTreeMap<(bool, String), usize>,
+    /// The class of kinds no rule names, without and with a pod.
+    other: [usize; 2],
+}
+
+impl Dispatch {
+    fn class(&self, kind: &str, has_pod: bool) -> usize {
+        self.by_kind
+            .get(&(has_pod, kind.to_string()))
+            .copied()
+            .unwrap_or(self.other[usize::from(has_pod)])
+    }
 }
 
 /// A compiled regorus engine plus the rules its aggregate query reports.
@@ -63,6 +98,8 @@ struct Compiled {
     /// alone (to name the rule when an evaluation fails), when those compile.
     program: Option<Arc<Program>>,
     per_rule_entries: bool,
+    /// Programs per class of objects; `None` runs the whole aggregate.
+    dispatch: Option<Arc<Dispatch>>,
     timer: ExecutionTimerConfig,
     memory: Option<MemoryBudgetConfig>,
 }
@@ -70,7 +107,10 @@ struct Compiled {
 impl Compiled {
     /// A VM loaded with the program and the current data, for one evaluator.
     fn vm(&self) -> Option<RegoVM> {
-        let program = self.program.as_ref()?;
+        self.vm_for(self.program.as_ref()?)
+    }
+
+    fn vm_for(&self, program: &Arc<Program>) -> Option<RegoVM> {
         let mut vm = RegoVM::new();
         vm.load_program(program.clone());
         if let Err(e) = vm.set_data(self.engine.get_data()) {
@@ -98,6 +138,7 @@ pub struct PolicySetBuilder<'a> {
     timeout: Option<Duration>,
     memory_limit: Option<u64>,
     inventory: Option<&'a [Object]>,
+    no_dispatch: bool,
 }
 
 impl<'a> PolicySetBuilder<'a> {
@@ -150,6 +191,14 @@ impl<'a> PolicySetBuilder<'a> {
     /// [`crate::limits::set_process_memory_ceiling`].
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Run every rule on every object, even those that cannot fire on it
+    /// (for tests that check the dispatch changes no result).
+    #[doc(hidden)]
+    pub fn without_dispatch(mut self) -> Self {
+        self.no_dispatch = true;
         self
     }
 
@@ -227,12 +276,12 @@ impl<'a> PolicySetBuilder<'a> {
             let Some((_, policy)) = prefixes.iter().find(|(pre, _)| pkg.starts_with(pre)) else {
                 continue;
             };
-            push_rules(&mut rules, policy, &info);
+            push_rules(&mut rules, policy, &info, true);
         }
         let builtin = if rules.is_empty() {
             None
         } else {
-            Some(finish(engine, rules, timer, memory)?)
+            Some(finish(engine, rules, timer, memory, !self.no_dispatch)?)
         };
 
         // The team's own Rego: conftest-style input (the object itself).
@@ -262,7 +311,7 @@ impl<'a> PolicySetBuilder<'a> {
             let info = parse_annotations(file, text)?;
             add_user_policy(&mut user_engine, file, text)?;
             let policy = policy_label(file);
-            push_rules(&mut user_rules, &policy, &info);
+            push_rules(&mut user_rules, &policy, &info, false);
         }
         for (file, value) in data {
             user_engine
@@ -275,7 +324,13 @@ impl<'a> PolicySetBuilder<'a> {
         let user = if user_rules.is_empty() {
             None
         } else {
-            Some(finish(user_engine, user_rules, timer, memory)?)
+            Some(finish(
+                user_engine,
+                user_rules,
+                timer,
+                memory,
+                !self.no_dispatch,
+            )?)
         };
         let mut set = PolicySet {
             builtin,
@@ -285,9 +340,12 @@ impl<'a> PolicySetBuilder<'a> {
             params: Value::Object(params),
             pss_version: self.pss_version.unwrap_or(LATEST_PSS_VERSION),
             pss_level,
+            converted: Arc::default(),
         };
         if let Some(objects) = self.inventory {
-            set.set_inventory(build_inventory_rego(objects))?;
+            let (inv, converted) = build_inventory_rego(objects);
+            set.set_inventory(inv)?;
+            set.converted = Arc::new(converted);
         }
         Ok(set)
     }
@@ -297,7 +355,7 @@ fn policy_label(file: &str) -> String {
     file.trim_end_matches(".rego").to_string()
 }
 
-fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo) {
+fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo, builtin: bool) {
     for kind in OUTPUT_RULES {
         if let Some((_, meta)) = info.outputs.get(*kind) {
             let meta = meta
@@ -308,6 +366,7 @@ fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo) {
                 policy: policy.to_string(),
                 package: info.package.clone(),
                 kind,
+                needs_pod: builtin && meta.scope == Scope::Pod,
                 meta,
             });
         }
@@ -447,18 +506,56 @@ fn finish(
     rules: Vec<RuleInfo>,
     timer: ExecutionTimerConfig,
     memory: Option<MemoryBudgetConfig>,
+    dispatch: bool,
 ) -> Result<Compiled, PolicyError> {
-    let mut agg = format!("package {AGG_PACKAGE}\n\n");
-    for (i, r) in rules.iter().enumerate() {
-        let path = rule_ref(&r.package, r.kind);
-        agg.push_str(&format!(
-            "out contains [{i}, v] if {{\n\tx := {path}\n\tis_set(x)\n\tsome v in x\n}}\n\nout contains [{i}, true] if {path} == true\n\n"
-        ));
-    }
+    let all: Vec<usize> = (0..rules.len()).collect();
     engine.set_rego_v0(false);
     engine
-        .add_policy(format!("{AGG_PACKAGE}.rego"), agg)
+        .add_policy(
+            format!("{AGG_PACKAGE}.rego"),
+            aggregate_source(AGG_PACKAGE, &rules, &all),
+        )
         .map_err(|e| PolicyError::Compile(e.to_string()))?;
+    // The classes of objects that run the same rules, each with its own
+    // aggregate package (compiled below, once the modules are checked).
+    let named: std::collections::BTreeSet<&str> = rules
+        .iter()
+        .filter_map(|r| r.meta.kinds.as_ref())
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let mut class_rules: Vec<Vec<usize>> = Vec::new();
+    let mut class_of = |set: Vec<usize>| match class_rules.iter().position(|c| *c == set) {
+        Some(i) => i,
+        None => {
+            class_rules.push(set);
+            class_rules.len() - 1
+        }
+    };
+    let applying = |kind: &str, pod: bool| -> Vec<usize> {
+        (0..rules.len())
+            .filter(|&i| rules[i].applies(kind, pod))
+            .collect()
+    };
+    let mut by_kind = BTreeMap::new();
+    for pod in [false, true] {
+        for k in &named {
+            by_kind.insert((pod, k.to_string()), class_of(applying(k, pod)));
+        }
+    }
+    let other = [class_of(applying("", false)), class_of(applying("", true))];
+    let dispatching = dispatch && class_rules.iter().any(|c| *c != all);
+    if dispatching {
+        for (n, set) in class_rules.iter().enumerate() {
+            if set.is_empty() {
+                continue;
+            }
+            let pkg = format!("{AGG_PACKAGE}_c{n}");
+            engine
+                .add_policy(format!("{pkg}.rego"), aggregate_source(&pkg, &rules, set))
+                .map_err(|e| PolicyError::Compile(e.to_string()))?;
+        }
+    }
     // Prepare (resolve and check every module) now, so that errors surface
     // at load time; a trivial query does that without running any rule,
     // which could be slow or depend on input.
@@ -497,14 +594,61 @@ fn finish(
             }
         }
     };
+    let dispatch = if dispatching && program.is_some() {
+        let mut programs = Vec::new();
+        for (n, set) in class_rules.iter().enumerate() {
+            if set.is_empty() {
+                programs.push(None);
+                continue;
+            }
+            let entry = format!("data.{AGG_PACKAGE}_c{n}.out");
+            match engine
+                .compile_with_entrypoint(&regorus::Rc::from(entry.as_str()))
+                .map_err(|e| e.to_string())
+                .and_then(|cp| {
+                    Compiler::compile_from_policy(&cp, &[entry.as_str()]).map_err(|e| e.to_string())
+                }) {
+                Ok(p) => programs.push(Some(p)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a class program does not compile; every object runs every rule");
+                    programs.clear();
+                    break;
+                }
+            }
+        }
+        (!programs.is_empty()).then(|| {
+            Arc::new(Dispatch {
+                programs,
+                by_kind,
+                other,
+            })
+        })
+    } else {
+        None
+    };
     Ok(Compiled {
         engine,
         rules: Arc::new(rules),
         program,
         per_rule_entries,
+        dispatch,
         timer,
         memory,
     })
+}
+
+/// An aggregate package whose `out` gathers the results of the rules named
+/// by index, each result tagged with its index in `rules`.
+fn aggregate_source(package: &str, rules: &[RuleInfo], indices: &[usize]) -> String {
+    let mut agg = format!("package {package}\n\n");
+    for &i in indices {
+        let r = &rules[i];
+        let path = rule_ref(&r.package, r.kind);
+        agg.push_str(&format!(
+            "out contains [{i}, v] if {{\n\tx := {path}\n\tis_set(x)\n\tsome v in x\n}}\n\nout contains [{i}, true] if {path} == true\n\n"
+        ));
+    }
+    agg
 }
 
 /// `data.a.b.deny`, quoting package components that are not identifiers.
@@ -576,13 +720,23 @@ fn build_inventory(objects: &[Object]) -> Value {
 
 /// [`build_inventory`] built straight into regorus values: one copy of the
 /// objects instead of two, which matters at tens of thousands of objects.
-fn build_inventory_rego(objects: &[Object]) -> regorus::Value {
+fn build_inventory_rego(objects: &[Object]) -> (regorus::Value, Vec<Converted>) {
+    use rayon::prelude::*;
     use regorus::Value as V;
     let mut by_kind: BTreeMap<&str, Vec<V>> = BTreeMap::new();
     let mut namespaces = std::collections::BTreeSet::new();
     let mut first: BTreeMap<V, V> = BTreeMap::new();
-    for o in objects {
-        let v = to_regorus(&o.value);
+    let converted: Vec<Converted> = objects
+        .par_iter()
+        .map(|o| Converted {
+            at: std::ptr::from_ref(o) as usize,
+            file: o.source.file.clone(),
+            line: o.source.line,
+            value: to_regorus(&o.value),
+        })
+        .collect();
+    for (o, c) in objects.iter().zip(&converted) {
+        let v = c.value.clone();
         if o.kind() == "Namespace" {
             namespaces.insert(V::from(o.name().as_str()));
         } else if let Some(ns) = o.namespace() {
@@ -606,7 +760,18 @@ fn build_inventory_rego(objects: &[Object]) -> regorus::Value {
     kc.insert(V::from("inventory"), V::from(inv));
     let mut root = BTreeMap::new();
     root.insert(V::from("keycard"), V::from(kc));
-    V::from(root)
+    (V::from(root), converted)
+}
+
+/// An inventory object as converted for the inventory, reused as the input
+/// of its own evaluation. `at`, `file` and `line` identify the [`Object`]
+/// it came from: the file name is shared (`Arc`) and held here, so an
+/// object at the same address with the same file and line is that object.
+struct Converted {
+    at: usize,
+    file: Arc<str>,
+    line: usize,
+    value: regorus::Value,
 }
 
 /// Compiled policies. Cheap to share; get an [`Evaluator`] per thread.
@@ -620,6 +785,8 @@ pub struct PolicySet {
     params_rego: regorus::Value,
     pss_version: u32,
     pss_level: Option<PssLevel>,
+    /// The inventory's objects, converted once.
+    converted: Arc<Vec<Converted>>,
 }
 
 impl PolicySet {
@@ -718,8 +885,33 @@ impl PolicySet {
     pub fn evaluator(&self) -> Evaluator {
         Evaluator {
             set: self.clone(),
-            builtin_vm: self.builtin.as_ref().and_then(Compiled::vm),
-            user_vm: self.user.as_ref().and_then(Compiled::vm),
+            builtin_vm: Runner::new(self.builtin.as_ref()),
+            user_vm: Runner::new(self.user.as_ref()),
+        }
+    }
+}
+
+/// The VMs of one evaluator for one compiled engine: the whole aggregate,
+/// and one per class of objects, made on first use.
+#[derive(Default)]
+struct Runner {
+    full: Option<RegoVM>,
+    classes: Vec<Option<RegoVM>>,
+}
+
+impl Runner {
+    fn new(c: Option<&Compiled>) -> Self {
+        let Some(c) = c else {
+            return Runner::default();
+        };
+        let classes = c
+            .dispatch
+            .as_ref()
+            .map(|d| d.programs.iter().map(|_| None).collect())
+            .unwrap_or_default();
+        Runner {
+            full: c.vm(),
+            classes,
         }
     }
 }
@@ -727,34 +919,43 @@ impl PolicySet {
 /// Evaluates objects against a [`PolicySet`]. One per thread.
 pub struct Evaluator {
     set: PolicySet,
-    builtin_vm: Option<RegoVM>,
-    user_vm: Option<RegoVM>,
+    builtin_vm: Runner,
+    user_vm: Runner,
 }
 
 impl Evaluator {
     /// Every finding of every rule on one object.
     pub fn evaluate(&mut self, obj: &Object) -> Result<Vec<Finding>, EvalError> {
+        self.evaluate_nth(usize::MAX, obj)
+    }
+
+    /// [`Evaluator::evaluate`] for the object at `index` of the inventory
+    /// given to the builder: its conversion to regorus values, made for the
+    /// inventory, is reused. Any other object is converted as usual.
+    pub fn evaluate_nth(&mut self, index: usize, obj: &Object) -> Result<Vec<Finding>, EvalError> {
         let mut findings = Vec::new();
         let pod = obj.pod_template();
         let prefix = pod.map(|p| p.path).unwrap_or("");
-        // One conversion of the object per evaluation; the pod, the
-        // parameters and the rest are shared references into it.
-        let object = to_regorus(&obj.value);
+        // One conversion of the object; the pod, the parameters and the rest
+        // are shared references into it.
+        let object = match self.set.converted.get(index) {
+            Some(c)
+                if c.at == std::ptr::from_ref(obj) as usize
+                    && c.line == obj.source.line
+                    && Arc::ptr_eq(&c.file, &obj.source.file) =>
+            {
+                c.value.clone()
+            }
+            _ => to_regorus(&obj.value),
+        };
         if self.set.builtin.is_some() {
             let input = self.set.builtin_input_rego(&object, pod.map(|p| p.path));
             if let Some(c) = self.set.builtin.as_mut() {
-                run(
-                    c,
-                    self.builtin_vm.as_mut(),
-                    input,
-                    obj,
-                    prefix,
-                    &mut findings,
-                )?;
+                run(c, &mut self.builtin_vm, input, obj, prefix, &mut findings)?;
             }
         }
         if let Some(c) = self.set.user.as_mut() {
-            run(c, self.user_vm.as_mut(), object, obj, prefix, &mut findings)?;
+            run(c, &mut self.user_vm, object, obj, prefix, &mut findings)?;
         }
         if let Some(g) = self.set.gatekeeper.as_mut() {
             findings.extend(g.evaluate(obj)?);
@@ -765,18 +966,45 @@ impl Evaluator {
 
 fn run(
     c: &mut Compiled,
-    vm: Option<&mut RegoVM>,
+    runner: &mut Runner,
     input: regorus::Value,
     obj: &Object,
     prefix: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), EvalError> {
-    let res = match vm {
+    // The program of the object's class, when the rules are dispatched.
+    let mut class_vm = None;
+    if let Some(d) = c.dispatch.as_ref() {
+        let class = d.class(obj.kind(), obj.pod_template().is_some());
+        let Some(Some(program)) = d.programs.get(class) else {
+            // No rule can fire on this object.
+            return Ok(());
+        };
+        if let Some(slot) = runner.classes.get_mut(class) {
+            if slot.is_none() {
+                *slot = c.vm_for(program);
+            }
+            class_vm = slot.as_mut();
+        }
+    }
+    let res = match class_vm.or(runner.full.as_mut()) {
         Some(vm) => {
             vm.set_input(input.clone());
             match vm.execute() {
                 Ok(v) => v,
-                Err(e) => return Err(blame_vm(c, vm, input, &e)),
+                Err(e) => {
+                    let Some(full) = runner.full.as_mut() else {
+                        return Err(EvalError {
+                            policy: c
+                                .rules
+                                .first()
+                                .map(|r| r.policy.clone())
+                                .unwrap_or_default(),
+                            message: vm_error_message(&e),
+                        });
+                    };
+                    return Err(blame_vm(c, full, input, &e));
+                }
             }
         }
         None => {
@@ -1034,6 +1262,54 @@ mod tests {
         // The evaluator is usable afterwards: the same rule on another kind.
         let cm = objs("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
         assert!(ev.evaluate(&cm[0]).unwrap().is_empty());
+    }
+
+    /// Running only the rules that can fire on an object (by kind, pod or
+    /// not) gives the same findings as running every rule on it, and does
+    /// skip rules: every class of object is represented.
+    #[test]
+    fn dispatch_by_kind_changes_no_finding() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\nspec: {type: NodePort}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules: [{apiGroups: ['*'], resources: ['*'], verbs: [escalate]}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: b}\nroleRef: {kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: User, name: u}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: rb, namespace: a}\nroleRef: {kind: ClusterRole, name: cluster-admin}\nsubjects: [{kind: ServiceAccount, name: x, namespace: a}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: b}\nspec: {replicas: 1}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: e, namespace: b}\nspec:\n  template:\n    spec:\n      hostNetwork: true\n      containers: [{name: c, image: 'nginx:latest', securityContext: {privileged: true}, env: [{name: DB_PASSWORD, value: hunter2}]}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: a}\nspec:\n  containers: [{name: c, image: nginx}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: c}\ndata: {k: v}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: a}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: nginx, securityContext: {privileged: true}}]\n";
+        let o = objs(text);
+        assert_eq!(o.len(), 10);
+        let build = |dispatch: bool| {
+            let mut b = PolicySetBuilder::new()
+                .pack("pss-restricted")
+                .pack("zero-trust")
+                .inventory(&o);
+            if !dispatch {
+                b = b.without_dispatch();
+            }
+            b.build().unwrap()
+        };
+        let with = build(true);
+        let without = build(false);
+        let classes = with
+            .builtin
+            .as_ref()
+            .and_then(|c| c.dispatch.as_ref())
+            .map(|d| d.programs.len())
+            .unwrap_or(0);
+        assert!(classes >= 5, "{classes} classes");
+        let key = |f: &Finding| {
+            (
+                f.rule.clone(),
+                f.path.clone(),
+                f.message.clone(),
+                f.value.clone().map(|v| v.to_string()),
+            )
+        };
+        let (mut ev1, mut ev2) = (with.evaluator(), without.evaluator());
+        let mut total = 0;
+        for obj in &o {
+            let mut a: Vec<_> = ev1.evaluate(obj).unwrap().iter().map(key).collect();
+            let mut b: Vec<_> = ev2.evaluate(obj).unwrap().iter().map(key).collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{}", obj.source);
+            total += a.len();
+        }
+        assert!(total > 20, "{total} findings");
     }
 
     #[test]

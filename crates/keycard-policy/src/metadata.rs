@@ -9,6 +9,7 @@
 //! #   id: zt-image-digest
 //! #   severity: high
 //! #   scope: pod
+//! #   kinds: [Pod, Deployment]   # optional: the only kinds it can fire on
 //! #   remediation: Pin images by @sha256 digest.
 //! #   controls: {cis: ["5.5.1"], soc2: ["CC7.1"]}
 //! package keycard.zt.image_digest
@@ -41,6 +42,12 @@ pub struct RuleMeta {
     pub remediation: String,
     pub controls: BTreeMap<String, Vec<String>>,
     pub scope: Scope,
+    /// The only object kinds the rule can fire on (`custom.kinds`), when it
+    /// says so: the engine does not run it on other kinds. A built-in rule
+    /// of scope pod fires only on objects with a pod (`input.pod`), and the
+    /// engine does not run it on others either. Both are checked by running
+    /// every rule on every object of the test corpora.
+    pub kinds: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,6 +65,7 @@ struct RawCustom {
     severity: Option<String>,
     remediation: Option<String>,
     scope: Option<String>,
+    kinds: Option<Vec<String>>,
     controls: BTreeMap<String, ControlIds>,
 }
 
@@ -201,6 +209,7 @@ fn parse_meta(file: &str, line: usize, yaml: &str) -> Result<RuleMeta, PolicyErr
             .to_string(),
         controls,
         scope,
+        kinds: raw.custom.kinds,
     })
 }
 

@@ -81,36 +81,15 @@ impl CheckReport {
 
     /// `{"findings":[...],"summary":{...}}`
     pub fn to_json(&self) -> Value {
-        let findings: Vec<Value> = self
-            .findings
-            .iter()
-            .map(|f| {
-                let mut v = json!({
-                    "rule": f.rule,
-                    "policy": f.policy,
-                    "severity": f.severity,
-                    "title": f.title,
-                    "message": f.message,
-                    "remediation": f.remediation,
-                    "resource": f.resource,
-                    "file": f.file,
-                    "line": f.line,
-                    "enforcement": f.enforcement,
-                    "exception": f.exception,
-                });
-                if let Some(p) = &f.path {
-                    v["path"] = json!(p);
-                }
-                if let Some(val) = &f.value {
-                    v["value"] = val.clone();
-                }
-                if !f.controls.is_empty() {
-                    v["controls"] = json!(f.controls);
-                }
-                v
-            })
-            .collect();
+        let findings: Vec<Value> = self.findings.iter().map(finding_json).collect();
         json!({"findings": findings, "summary": self.summary()})
+    }
+
+    /// [`CheckReport::to_json`], pretty-printed to `w` one finding at a time
+    /// (the same text as `serde_json::to_writer_pretty(w, &report.to_json())`
+    /// without building the whole document in memory first).
+    pub fn write_json(&self, w: impl std::io::Write) -> serde_json::Result<()> {
+        serde_json::to_writer_pretty(w, &StreamedJson(self))
     }
 
     /// Human text, grouped by resource, with remediation (and, with
@@ -468,6 +447,53 @@ fn xml(s: &str) -> String {
     o
 }
 
+/// The JSON report as a serde value that converts findings one by one.
+struct StreamedJson<'a>(&'a CheckReport);
+
+struct StreamedFindings<'a>(&'a [Finding]);
+
+impl serde::Serialize for StreamedFindings<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(finding_json))
+    }
+}
+
+impl serde::Serialize for StreamedJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("findings", &StreamedFindings(&self.0.findings))?;
+        m.serialize_entry("summary", &self.0.summary())?;
+        m.end()
+    }
+}
+
+fn finding_json(f: &Finding) -> Value {
+    let mut v = json!({
+        "rule": f.rule,
+        "policy": f.policy,
+        "severity": f.severity,
+        "title": f.title,
+        "message": f.message,
+        "remediation": f.remediation,
+        "resource": f.resource,
+        "file": f.file,
+        "line": f.line,
+        "enforcement": f.enforcement,
+        "exception": f.exception,
+    });
+    if let Some(p) = &f.path {
+        v["path"] = json!(p);
+    }
+    if let Some(val) = &f.value {
+        v["value"] = val.clone();
+    }
+    if !f.controls.is_empty() {
+        v["controls"] = json!(f.controls);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,6 +522,26 @@ mod tests {
             enforcement: Enforcement::Deny,
             exception: None,
         }
+    }
+
+    #[test]
+    fn streamed_json_is_the_json_document() {
+        let mut controls = BTreeMap::new();
+        controls.insert("cis".to_string(), vec!["5.2.1".to_string()]);
+        let mut b = finding("b", Severity::Critical);
+        b.controls = controls;
+        b.path = None;
+        let r = CheckReport {
+            findings: vec![finding("a", Severity::Medium), b],
+            errors: vec!["x.yaml:1: bad".into()],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        r.write_json(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string_pretty(&r.to_json()).unwrap()
+        );
     }
 
     #[test]

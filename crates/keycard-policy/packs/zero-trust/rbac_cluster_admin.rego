@@ -11,6 +11,7 @@
 #   id: zt-rbac-cluster-admin
 #   severity: critical
 #   scope: object
+#   kinds: [RoleBinding, ClusterRoleBinding]
 #   remediation: >-
 #     Bind the subject to a role that grants only what it needs; keep
 #     cluster-admin for break-glass access through just-in-time grants that

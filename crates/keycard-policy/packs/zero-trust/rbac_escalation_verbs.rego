@@ -11,6 +11,7 @@
 #   id: zt-rbac-escalation-verbs
 #   severity: high
 #   scope: object
+#   kinds: [Role, ClusterRole]
 #   remediation: >-
 #     Remove the escalate, bind and impersonate verbs; let a small, audited
 #     automation (or a just-in-time grant) manage RBAC and impersonation

@@ -11,6 +11,7 @@
 #   id: zt-rbac-wildcard
 #   severity: high
 #   scope: object
+#   kinds: [Role, ClusterRole]
 #   remediation: >-
 #     List the exact apiGroups, resources and verbs the subject needs (keycard
 #     assess shows what each identity actually does); split broad roles into

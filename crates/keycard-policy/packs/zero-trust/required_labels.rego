@@ -13,6 +13,7 @@
 #   id: zt-required-labels
 #   severity: medium
 #   scope: object
+#   kinds: [Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob]
 #   remediation: >-
 #     Add the labels to the workload's own metadata.labels, e.g.
 #     owner: team-payments and data-classification: confidential, using one of

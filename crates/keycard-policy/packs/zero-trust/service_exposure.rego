@@ -10,6 +10,7 @@
 #   id: zt-service-exposure
 #   severity: medium
 #   scope: object
+#   kinds: [Service]
 #   remediation: >-
 #     Use type ClusterIP and publish the service through the ingress or
 #     gateway that authenticates callers; if direct exposure is required, limit
