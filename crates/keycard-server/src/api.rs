@@ -34,7 +34,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
+    pub(crate) fn bad(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -57,7 +57,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+/// Records an administrative change in the decision log before it is
+/// applied: if the log cannot take it, the change is refused (fail closed).
+pub(crate) fn record(
+    s: &ServerState,
+    who: &Caller,
+    action: &str,
+    resource: &str,
+    change: Value,
+) -> ApiResult<String> {
+    s.decisions
+        .admin(&who.principal, action, resource, change)
+        .map_err(|e| {
+            tracing::error!(error = %e, action, "decision log unavailable; change refused");
+            ApiError(
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("the decision log cannot record this change, so it was not made: {e}"),
+            )
+        })
+}
 type St = State<Arc<ServerState>>;
 
 /// The peer of a TLS connection, as the listener saw it: the SPIFFE ID of
@@ -66,7 +86,7 @@ type St = State<Arc<ServerState>>;
 pub struct PeerIdentity(pub Option<SpiffeId>);
 
 /// Authenticates the request and checks its role.
-fn caller(
+pub(crate) fn caller(
     state: &ServerState,
     headers: &HeaderMap,
     peer: &PeerIdentity,
@@ -108,6 +128,20 @@ fn caller(
             "no credential: send a bearer token or an admin X509-SVID",
         ));
     };
+    // A just-in-time grant may raise the role for its duration.
+    let mut found = found;
+    if !found.role.allows(needed) {
+        if let Some(r) = crate::control::granted_role(
+            state.store().as_ref(),
+            &found.principal,
+            unix(SystemTime::now()),
+        )? {
+            if r > found.role {
+                tracing::info!(principal = %found.principal, role = %r, "role raised by an active grant");
+                found.role = r;
+            }
+        }
+    }
     if !found.role.allows(needed) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -134,6 +168,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/agents/ban", post(ban_agent))
         .route("/v1/revocations", get(list_revocations).post(revoke))
         .route("/v1/api-tokens", post(create_api_token))
+        .merge(crate::node_api::routes())
+        .merge(crate::control::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -228,6 +264,13 @@ async fn create_entry(
         SystemTime::now(),
     )
     .map_err(|e| ApiError::bad(e.to_string()))?;
+    record(
+        &s,
+        &who,
+        "entry.create",
+        &entry.spiffe_id.to_string(),
+        json!(entry),
+    )?;
     s.store().create_entry(&entry)?;
     tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, by = %who.principal, "entry created");
     s.changed();
@@ -241,6 +284,17 @@ async fn delete_entry(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let who = caller(&s, &h, &p, Role::Operator)?;
+    let found = s
+        .store()
+        .entry(&id)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no entry {id}")))?;
+    record(
+        &s,
+        &who,
+        "entry.delete",
+        &found.spiffe_id.to_string(),
+        json!(found),
+    )?;
     let e = s
         .store()
         .delete_entry(&id)?
@@ -285,6 +339,13 @@ async fn create_join_token(
         .transpose()
         .map_err(|e| ApiError::bad(format!("agent_id: {e}")))?;
     let td = s.config.trust_domain.clone();
+    record(
+        &s,
+        &who,
+        "join_token.create",
+        agent_id.as_ref().map_or("agent", |_| "agent (fixed id)"),
+        json!({ "ttl_secs": ttl, "agent_id": agent_id.as_ref().map(ToString::to_string) }),
+    )?;
     let t = {
         let mut st = s.store();
         generate_join_token(
@@ -341,6 +402,13 @@ async fn ban_agent(
         .agent(&id)?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no agent {id}")))?;
     agent.banned = true;
+    record(
+        &s,
+        &who,
+        "agent.ban",
+        &id.to_string(),
+        json!({ "reason": r.reason }),
+    )?;
     s.store().put_agent(&agent)?;
     let reason = r
         .reason
@@ -397,6 +465,13 @@ async fn revoke(
             .map_err(|e| ApiError::bad(format!("subject: {e}")))?;
     }
     let reason = format!("{} (by {})", r.reason, who.principal);
+    record(
+        &s,
+        &who,
+        "revoke",
+        &r.subject,
+        json!({ "kind": r.kind, "reason": r.reason, "until": r.until }),
+    )?;
     let version = s.revoke(r.kind, &r.subject, &reason, r.until)?;
     Ok((StatusCode::CREATED, Json(json!({ "version": version }))))
 }
@@ -419,6 +494,13 @@ async fn create_api_token(
     if r.name.is_empty() || r.name.len() > 128 {
         return Err(ApiError::bad("name: 1 to 128 bytes"));
     }
+    record(
+        &s,
+        &who,
+        "api_token.create",
+        &r.name,
+        json!({ "name": r.name, "role": r.role }),
+    )?;
     let token = {
         let mut st = s.store();
         auth::issue_token(st.as_mut(), &r.name, r.role, unix(SystemTime::now()))?
@@ -480,7 +562,20 @@ pub fn openapi_document() -> Value {
                 },
                 "post": op("revoke an identity, agent, entry, serial or token", "operator", Some("RevokeRequest"), "201")
             },
-            "/v1/api-tokens": {"post": op("issue an API token with a role", "admin", Some("TokenRequest"), "201")}
+            "/v1/api-tokens": {"post": op("issue an API token with a role", "admin", Some("TokenRequest"), "201")},
+            "/v1/posture": {
+                "get": op("posture signals in force", "auditor", None, "200"),
+                "post": op("set the posture of an identity, with an expiry", "operator", Some("PostureRequest"), "201")
+            },
+            "/v1/posture/clear": {"post": op("clear the posture of an identity", "operator", Some("ClearRequest"), "200")},
+            "/v1/grants": {
+                "get": op("grants, with their status", "auditor", None, "200"),
+                "post": op("request a time-boxed role or exception", "auditor", Some("GrantRequest"), "201")
+            },
+            "/v1/grants/{id}/approve": {
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "post": op("approve a pending grant (not by its requester)", "operator", None, "200")
+            }
         },
         "components": {
             "securitySchemes": {
@@ -499,6 +594,14 @@ pub fn openapi_document() -> Value {
                 "RevokeRequest": {"type": "object", "required": ["kind", "subject", "reason"], "additionalProperties": false, "properties": {
                     "kind": {"enum": ["identity", "agent", "entry", "serial", "token"]}, "subject": {"type": "string"},
                     "reason": {"type": "string"}, "until": {"type": "integer"}}},
+                "PostureRequest": {"type": "object", "required": ["subject", "attributes", "ttl_secs"], "additionalProperties": false, "properties": {
+                    "subject": {"type": "string"}, "ttl_secs": {"type": "integer", "minimum": 1},
+                    "attributes": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}}},
+                "ClearRequest": {"type": "object", "required": ["subject"], "additionalProperties": false, "properties": {"subject": {"type": "string"}}},
+                "GrantRequest": {"type": "object", "required": ["kind", "subject", "reason", "duration_secs"], "properties": {
+                    "kind": {"enum": ["role", "exception"]}, "subject": {"type": "string"}, "reason": {"type": "string"},
+                    "duration_secs": {"type": "integer", "minimum": 60},
+                    "role": {"enum": ["admin", "operator", "auditor"]}, "policy": {"type": "string"}, "rule": {"type": "string"}, "resource": {"type": "string"}}},
                 "TokenRequest": {"type": "object", "required": ["name", "role"], "additionalProperties": false, "properties": {
                     "name": {"type": "string"}, "role": {"enum": ["admin", "operator", "auditor"]}}}
             }

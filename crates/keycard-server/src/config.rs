@@ -52,6 +52,9 @@ pub struct UpConfig {
     pub root_cert: Option<PathBuf>,
     pub root_key: Option<PathBuf>,
     pub postgres: Option<String>,
+    /// Run the in-process agent and its Workload API socket (`keycard up`);
+    /// `keycard server` turns it off and serves remote agents only.
+    pub agent_enabled: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +277,7 @@ impl UpConfig {
             root_cert,
             root_key,
             postgres,
+            agent_enabled: true,
         })
     }
 }

@@ -11,7 +11,11 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod control;
+pub mod decisions;
 pub mod https;
+pub mod node_api;
+pub mod remote_agent;
 pub mod state;
 pub mod up;
 

@@ -11,6 +11,7 @@ use keycard_identity::{Ca, KeyStore};
 use keycard_store::{Store, StoreError};
 
 use crate::config::UpConfig;
+use crate::decisions::Decisions;
 
 /// A store any thread may use, one call at a time.
 pub type SharedStore = Arc<Mutex<Box<dyn Store + Send>>>;
@@ -21,6 +22,8 @@ pub struct ServerState {
     store: SharedStore,
     ca: RwLock<Ca>,
     pub keys: Arc<dyn KeyStore>,
+    /// The decision log: administrative changes, admission decisions.
+    pub decisions: Arc<Decisions>,
     /// Bumped on every change an agent or enforcer must see (entries,
     /// revocations, bundle); watchers re-read on change.
     changes: watch::Sender<u64>,
@@ -47,6 +50,7 @@ impl ServerState {
         store: SharedStore,
         ca: Ca,
         keys: Arc<dyn KeyStore>,
+        decisions: Arc<Decisions>,
     ) -> Arc<Self> {
         let (changes, _) = watch::channel(0);
         Arc::new(ServerState {
@@ -54,6 +58,7 @@ impl ServerState {
             store,
             ca: RwLock::new(ca),
             keys,
+            decisions,
             changes,
         })
     }

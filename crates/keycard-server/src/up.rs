@@ -253,10 +253,21 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         SystemTime::now(),
     )?;
 
-    // The bootstrap admin token: once, ever.
+    let log = crate::decisions::open(dir).map_err(|e| UpError::Other(e.to_string()))?;
+    let decisions = Arc::new(crate::decisions::Decisions::new(log));
+
+    // The bootstrap admin token: once, ever, and on the record.
     let new_admin_token = if auth::has_admin_token(store.as_ref())? {
         None
     } else {
+        decisions
+            .admin(
+                "keycard up",
+                "api_token.create",
+                "bootstrap-admin",
+                serde_json::json!({ "name": "bootstrap-admin", "role": "admin" }),
+            )
+            .map_err(|e| UpError::Other(e.to_string()))?;
         let t = auth::issue_token(
             store.as_mut(),
             "bootstrap-admin",
@@ -271,12 +282,12 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         )?;
         Some(t)
     };
-
     let state = ServerState::new(
         Arc::clone(&config),
         Arc::new(std::sync::Mutex::new(store)),
         ca,
         keys,
+        Arc::clone(&decisions),
     );
     let td = config.trust_domain.clone();
     let (stop, stop_rx) = watch::channel(false);
@@ -340,37 +351,45 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         &format!("/keycard/agent/local/{}", config.instance),
     )
     .map_err(|e| UpError::Other(e.to_string()))?;
-    state.store().put_agent(&AgentRecord {
-        spiffe_id: agent_id.clone(),
-        attestation: "local".into(),
-        selectors: vec![],
-        serial: String::new(),
-        expires_at: 0,
-        banned: false,
-        last_seen: unix(SystemTime::now()),
-    })?;
-    let agent = LocalAgent::new(Arc::clone(&state), agent_id);
-    if let Err(e) = agent.sync(SystemTime::now()) {
-        tracing::warn!(error = %e, "initial SVID sync incomplete");
-    }
-    tasks.push(tokio::spawn(Arc::clone(&agent).run(stop_rx.clone())));
-    let socket = keycard_workload_api::bind_socket(&config.agent_socket, config.agent_socket_mode)?;
-    let attestor = Arc::new(CompositeAttestor::new().with(Arc::new(UnixAttestor::new())));
-    {
-        let (agent, mut rx) = (Arc::clone(&agent), stop_rx.clone());
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.changed().await;
-            };
-            if let Err(e) = keycard_workload_api::serve(socket, agent, attestor, shutdown).await {
-                tracing::error!(error = %e, "the Workload API stopped");
-            }
-        }));
+    // `keycard server` runs no local agent: remote agents sync instead.
+    let agent = LocalAgent::new(Arc::clone(&state), agent_id.clone());
+    if config.agent_enabled {
+        state.store().put_agent(&AgentRecord {
+            spiffe_id: agent_id.clone(),
+            attestation: "local".into(),
+            selectors: vec![],
+            serial: String::new(),
+            expires_at: 0,
+            banned: false,
+            last_seen: unix(SystemTime::now()),
+        })?;
+        if let Err(e) = agent.sync(SystemTime::now()) {
+            tracing::warn!(error = %e, "initial SVID sync incomplete");
+        }
+        tasks.push(tokio::spawn(Arc::clone(&agent).run(stop_rx.clone())));
+        let socket =
+            keycard_workload_api::bind_socket(&config.agent_socket, config.agent_socket_mode)?;
+        let attestor = Arc::new(CompositeAttestor::new().with(Arc::new(UnixAttestor::new())));
+        {
+            let (agent, mut rx) = (Arc::clone(&agent), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = rx.changed().await;
+                };
+                if let Err(e) = keycard_workload_api::serve(socket, agent, attestor, shutdown).await
+                {
+                    tracing::error!(error = %e, "the Workload API stopped");
+                }
+            }));
+        }
     }
 
     // Discovery files for other commands given the same data directory.
-    let socket_abs =
-        std::path::absolute(&config.agent_socket).unwrap_or_else(|_| config.agent_socket.clone());
+    let socket_abs = if config.agent_enabled {
+        std::path::absolute(&config.agent_socket).unwrap_or_else(|_| config.agent_socket.clone())
+    } else {
+        PathBuf::new()
+    };
     let endpoints = Endpoints {
         trust_domain: td.to_string(),
         api: format!("https://{api_addr}"),
@@ -387,6 +406,13 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         0o644,
         "bundle file",
     )?;
+
+    // Grants end by themselves: sweep expiries every few seconds.
+    tasks.push(tokio::spawn(crate::control::expiry_loop(
+        Arc::clone(&state),
+        Duration::from_secs(5),
+        stop_rx.clone(),
+    )));
 
     // CA rotation: check every minute; rotation prepares the next
     // intermediate early and publishes it before switching.
@@ -440,6 +466,9 @@ impl Up {
         let _ = self.stop.send(true);
         let all = futures_join(self.tasks);
         let _ = tokio::time::timeout(grace, all).await;
+        if let Err(e) = self.state.decisions.checkpoint() {
+            tracing::warn!(error = %e, "could not sign a final checkpoint");
+        }
     }
 }
 

@@ -237,6 +237,54 @@ async fn up_registers_serves_revokes_and_restarts() {
     let bundle_before = std::fs::read(dir.join("bundle.pem")).unwrap();
     up.shutdown(Duration::from_secs(5)).await;
 
+    // Every administrative change is in the decision log, with its actor,
+    // and the log verifies.
+    {
+        use keycard_store::{AuditStore, EntryFilter};
+        let log = keycard_store::SqliteStore::open(dir.join("audit.db")).unwrap();
+        let recs = log
+            .query(&EntryFilter {
+                point: Some("control_plane".into()),
+                ..EntryFilter::default()
+            })
+            .unwrap();
+        let actions: Vec<String> = recs
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+                format!(
+                    "{} {}",
+                    v["action"].as_str().unwrap(),
+                    v["actor"].as_str().unwrap()
+                )
+            })
+            .collect();
+        for want in [
+            "api_token.create keycard up",
+            "api_token.create token:bootstrap-admin",
+            "entry.create token:bootstrap-admin",
+            "entry.delete token:bootstrap-admin",
+        ] {
+            assert!(
+                actions.iter().any(|a| a == want),
+                "{want} missing from {actions:?}"
+            );
+        }
+        // The refused (403) attempt by the auditor changed nothing and is
+        // not an administrative change.
+        assert!(!actions.iter().any(|a| a.ends_with("token:ci")));
+        let verifier = std::fs::read_to_string(dir.join("audit.pub")).unwrap();
+        let verifier: keycard_audit::Ed25519Verifier = verifier.trim().parse().unwrap();
+        let mut set = keycard_audit::VerifierSet::new();
+        set.add(verifier).unwrap();
+        let report = keycard_audit::verify(&log, "keycard/decisions", &set, None).unwrap();
+        assert_eq!(report.records_checked, report.size);
+        assert!(
+            report.checkpoints_checked >= 1,
+            "shutdown signs a checkpoint"
+        );
+    }
+
     // Restart: same root, same token, same entries; no new admin token.
     let up = keycard_server::start(config(&dir)).await.unwrap();
     assert!(up.new_admin_token.is_none());

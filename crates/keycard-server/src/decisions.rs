@@ -1,0 +1,189 @@
+//! The decision log of a data directory: `audit.db` (records, checkpoints),
+//! `audit.key` (the Ed25519 checkpoint signing key, 0600) and `audit.pub`
+//! (its verifier key, to publish). `keycard audit verify --data-dir DIR`
+//! reads the same files, so every decision the server records (admission,
+//! administrative changes, grants) is verifiable with the CLI.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use keycard_audit::{DecisionLog, Ed25519Signer, EnforcementPoint, Outcome, Record, Signer};
+use keycard_store::SqliteStore;
+
+/// The origin (and key name) of a data directory's decision log.
+pub const DEFAULT_ORIGIN: &str = "keycard/decisions";
+
+/// Why the decision log could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionLogError {
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a signing key: {reason}")]
+    Key { path: String, reason: String },
+    #[error("decision log: {0}")]
+    Log(String),
+}
+
+/// The signing key file of `dir`.
+pub fn key_path(dir: &Path) -> PathBuf {
+    dir.join("audit.key")
+}
+
+/// The verifier key file of `dir`.
+pub fn pub_path(dir: &Path) -> PathBuf {
+    dir.join("audit.pub")
+}
+
+/// The log database of `dir`.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("audit.db")
+}
+
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), DecisionLogError> {
+    let err = |source| DecisionLogError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = o.open(path).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// Creates `dir`'s signing key (0600) and verifier key if absent; returns
+/// whether it did.
+pub fn ensure_signing_key(dir: &Path, origin: &str) -> Result<bool, DecisionLogError> {
+    if key_path(dir).exists() {
+        return Ok(false);
+    }
+    let key = Ed25519Signer::generate(origin).map_err(|e| DecisionLogError::Key {
+        path: key_path(dir).display().to_string(),
+        reason: format!("origin {origin:?} cannot name a signing key: {e}"),
+    })?;
+    write_new(
+        &key_path(dir),
+        &format!("{}\n", key.to_private_key()),
+        0o600,
+    )?;
+    let p = pub_path(dir);
+    if p.exists() {
+        std::fs::remove_file(&p).map_err(|source| DecisionLogError::File {
+            path: p.display().to_string(),
+            source,
+        })?;
+    }
+    write_new(&p, &format!("{}\n", key.verifier()), 0o644)?;
+    Ok(true)
+}
+
+/// Reads `dir`'s signing key. The error never quotes the key.
+pub fn read_signer(dir: &Path) -> Result<Ed25519Signer, DecisionLogError> {
+    let path = key_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|source| DecisionLogError::File {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ed25519Signer::from_private_key(text.trim()).map_err(|e| DecisionLogError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Opens (creating if needed) the decision log of `dir`.
+pub fn open(dir: &Path) -> Result<DecisionLog<SqliteStore>, DecisionLogError> {
+    ensure_signing_key(dir, DEFAULT_ORIGIN)?;
+    let signer = read_signer(dir)?;
+    let origin = Signer::name(&signer).to_string();
+    let store = SqliteStore::open(db_path(dir))
+        .map_err(|e| DecisionLogError::Log(format!("{}: {e}", db_path(dir).display())))?;
+    DecisionLog::open(origin, store, Box::new(signer))
+        .map_err(|e| DecisionLogError::Log(e.to_string()))
+}
+
+/// The server's decision log, shared by its parts.
+pub struct Decisions(Mutex<DecisionLog<SqliteStore>>);
+
+impl std::fmt::Debug for Decisions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decisions")
+    }
+}
+
+impl Decisions {
+    pub fn new(log: DecisionLog<SqliteStore>) -> Self {
+        Decisions(Mutex::new(log))
+    }
+
+    /// Appends `records` durably; returns their decision ids.
+    pub fn append(&self, records: Vec<Record>) -> Result<Vec<String>, DecisionLogError> {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let out = log
+            .append(records)
+            .map_err(|e| DecisionLogError::Log(e.to_string()))?;
+        Ok(out.into_iter().map(|a| a.id).collect())
+    }
+
+    /// Records an administrative change by `actor`: `action` on `resource`,
+    /// with the `change` itself.
+    pub fn admin(
+        &self,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        change: serde_json::Value,
+    ) -> Result<String, DecisionLogError> {
+        let rec = admin_record(actor, action, resource, change);
+        self.append(vec![rec])?
+            .pop()
+            .ok_or_else(|| DecisionLogError::Log("nothing appended".into()))
+    }
+
+    /// Signs a checkpoint now (on shutdown, and from a timer).
+    pub fn checkpoint(&self) -> Result<(), DecisionLogError> {
+        let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        log.checkpoint()
+            .map(drop)
+            .map_err(|e| DecisionLogError::Log(e.to_string()))
+    }
+}
+
+/// The record of an administrative change.
+pub fn admin_record(
+    actor: &str,
+    action: &str,
+    resource: &str,
+    change: serde_json::Value,
+) -> Record {
+    Record {
+        action: action.to_string(),
+        actor: Some(actor.to_string()),
+        attributes: None,
+        bundle_revision: String::new(),
+        change: Some(change),
+        id: String::new(),
+        index: 0,
+        input_digest: String::new(),
+        outcome: Outcome::Allow,
+        point: EnforcementPoint::ControlPlane,
+        policy: "keycard/api".to_string(),
+        reason: format!("{action} by {actor}"),
+        resource: resource.to_string(),
+        rule: action.to_string(),
+        subject: actor.to_string(),
+        time: String::new(),
+        v: 0,
+    }
+}
