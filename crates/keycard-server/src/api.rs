@@ -170,6 +170,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/api-tokens", post(create_api_token))
         .merge(crate::node_api::routes())
         .merge(crate::control::routes())
+        .merge(crate::metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -540,6 +541,7 @@ pub fn openapi_document() -> Value {
         "info": {"title": "keycard control plane", "version": env!("CARGO_PKG_VERSION")},
         "paths": {
             "/healthz": {"get": {"summary": "liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
+            "/metrics": {"get": op("Prometheus metrics (OpenMetrics text): certificate expiries, counts", "auditor", None, "200")},
             "/bundle": {"get": {"summary": "the trust bundle (SPIFFE bundle format), public", "security": [], "responses": {"200": {"description": "JWKS"}}}},
             "/v1/entries": {
                 "get": op("list registration entries", "auditor", None, "200"),

@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod decisions;
 pub mod https;
+pub mod metrics;
 pub mod node_api;
 pub mod remote_agent;
 pub mod state;

@@ -24,6 +24,8 @@ pub struct ServerState {
     pub keys: Arc<dyn KeyStore>,
     /// The decision log: administrative changes, admission decisions.
     pub decisions: Arc<Decisions>,
+    /// The in-process agent of `keycard up`, once started (for metrics).
+    pub local_agent: std::sync::OnceLock<Arc<crate::agent::LocalAgent>>,
     /// Bumped on every change an agent or enforcer must see (entries,
     /// revocations, bundle); watchers re-read on change.
     changes: watch::Sender<u64>,
@@ -59,6 +61,7 @@ impl ServerState {
             ca: RwLock::new(ca),
             keys,
             decisions,
+            local_agent: std::sync::OnceLock::new(),
             changes,
         })
     }

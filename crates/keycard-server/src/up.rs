@@ -354,6 +354,7 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
     // `keycard server` runs no local agent: remote agents sync instead.
     let agent = LocalAgent::new(Arc::clone(&state), agent_id.clone());
     if config.agent_enabled {
+        let _ = state.local_agent.set(Arc::clone(&agent));
         state.store().put_agent(&AgentRecord {
             spiffe_id: agent_id.clone(),
             attestation: "local".into(),

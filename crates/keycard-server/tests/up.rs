@@ -200,6 +200,28 @@ async fn up_registers_serves_revokes_and_restarts() {
     }
     assert_eq!(got.unwrap(), "spiffe://up.test/me");
 
+    // Metrics: the SVID's and the CA's seconds to expiry, for an auditor.
+    assert_eq!(
+        anon.call(Method::GET, "/metrics", None)
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+    let m = auditor.call(Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(m.status, 200);
+    let text = m.body.as_str().unwrap().to_string();
+    let svid_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("keycard_certificate_expiry_seconds") && l.contains("spiffe://up.test/me")
+        })
+        .unwrap_or_else(|| panic!("no SVID expiry in {text}"));
+    let secs: f64 = svid_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((3000.0..=3600.0).contains(&secs), "{svid_line}");
+    assert!(text.contains("kind=\"intermediate\""), "{text}");
+    assert!(text.contains("keycard_entries 1"), "{text}");
+
     // Delete: no more SVID, and the revocation is in the feed.
     let del = api
         .call(Method::DELETE, &format!("/v1/entries/{id}"), None)
