@@ -713,15 +713,10 @@ impl Ca {
         opts: &SvidOptions,
         now: SystemTime,
     ) -> Result<X509Svid, CaError> {
-        let spki_der = match key {
+        let public = match key {
             SvidKey::Csr(der) => csr_public_key(der, id)?,
-            SvidKey::Spki(der) => {
-                check_spki(der)?;
-                der.to_vec()
-            }
+            SvidKey::Spki(der) => spki_public_key(der)?,
         };
-        let public = rcgen::SubjectPublicKeyInfo::from_der(&spki_der)
-            .map_err(|e| CaError::PublicKey(e.to_string()))?;
         let (p, serial, nb, na) = self.leaf_params(id, opts, secs(now))?;
         let cert = p.signed_by(&public, &self.intermediate.issuer)?;
         Ok(self.finish(id, cert.der().clone(), serial, nb, na))
@@ -1206,8 +1201,24 @@ fn publish_jwt(trust: &mut TrustState, instance: &str, key: &JwtKey) -> Result<(
     Ok(())
 }
 
-/// Checks a leaf public key: EC P-256/P-384, Ed25519 or RSA of 2048 bits or more.
-fn check_spki(der: &[u8]) -> Result<(), CaError> {
+/// A leaf's public key as rcgen wants it, with the algorithm taken from
+/// the parsed SubjectPublicKeyInfo (no second parse).
+struct LeafKey {
+    raw: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+}
+
+impl rcgen::PublicKeyData for LeafKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+/// Parses and checks a leaf public key (DER SubjectPublicKeyInfo).
+fn spki_public_key(der: &[u8]) -> Result<LeafKey, CaError> {
     let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der)
         .map_err(|e| CaError::PublicKey(format!("not a SubjectPublicKeyInfo: {e}")))?;
     if !rest.is_empty() {
@@ -1215,32 +1226,48 @@ fn check_spki(der: &[u8]) -> Result<(), CaError> {
             "trailing bytes after the SubjectPublicKeyInfo".into(),
         ));
     }
-    check_parsed_spki(&spki)
+    leaf_key(&spki)
 }
 
 const OID_ED25519: &str = "1.3.101.112";
 
-fn check_parsed_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<(), CaError> {
+/// Accepts EC P-256/P-384, Ed25519 and RSA of 2048 bits or more.
+fn leaf_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<LeafKey, CaError> {
+    let raw = spki.subject_public_key.data.to_vec();
     if spki.algorithm.algorithm.to_id_string() == OID_ED25519 {
-        return if spki.subject_public_key.data.len() == 32 {
-            Ok(())
+        return if raw.len() == 32 {
+            Ok(LeafKey {
+                raw,
+                alg: &rcgen::PKCS_ED25519,
+            })
         } else {
             Err(CaError::PublicKey("Ed25519 key is not 32 bytes".into()))
         };
     }
-    match JwkKey::from_parsed_spki(spki).map_err(CaError::PublicKey)? {
-        JwkKey::Rsa { n, .. } if n.len() < 256 => Err(CaError::PublicKey(format!(
-            "RSA key of {} bits; at least 2048",
-            n.len() * 8
-        ))),
-        JwkKey::Ec { .. } | JwkKey::Rsa { .. } => Ok(()),
-    }
+    let alg = match JwkKey::from_parsed_spki(spki).map_err(CaError::PublicKey)? {
+        JwkKey::Rsa { n, .. } if n.len() < 256 => {
+            return Err(CaError::PublicKey(format!(
+                "RSA key of {} bits; at least 2048",
+                n.len() * 8
+            )))
+        }
+        JwkKey::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
+        JwkKey::Ec {
+            crv: crate::jose::Curve::P256,
+            ..
+        } => &rcgen::PKCS_ECDSA_P256_SHA256,
+        JwkKey::Ec {
+            crv: crate::jose::Curve::P384,
+            ..
+        } => &rcgen::PKCS_ECDSA_P384_SHA384,
+    };
+    Ok(LeafKey { raw, alg })
 }
 
 /// Checks a CSR (DER): parses it, verifies its signature with its own key,
 /// checks that any URI SAN it asks for is `authorised`, and returns its
-/// SubjectPublicKeyInfo DER.
-fn csr_public_key(der: &[u8], authorised: &SpiffeId) -> Result<Vec<u8>, CaError> {
+/// public key.
+fn csr_public_key(der: &[u8], authorised: &SpiffeId) -> Result<LeafKey, CaError> {
     use ring::signature as sig;
     if der.len() > MAX_CSR_BYTES {
         return Err(CaError::Csr(format!(
@@ -1255,7 +1282,7 @@ fn csr_public_key(der: &[u8], authorised: &SpiffeId) -> Result<Vec<u8>, CaError>
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
-    check_parsed_spki(spki)?;
+    let key = leaf_key(spki)?;
     let alg: &dyn sig::VerificationAlgorithm =
         match csr.signature_algorithm.algorithm.to_id_string().as_str() {
             "1.2.840.10045.4.3.2" => &sig::ECDSA_P256_SHA256_ASN1,
@@ -1291,5 +1318,5 @@ fn csr_public_key(der: &[u8], authorised: &SpiffeId) -> Result<Vec<u8>, CaError>
             }
         }
     }
-    Ok(spki.raw.to_vec())
+    Ok(key)
 }

@@ -562,3 +562,34 @@ fn ca_rotation_overlaps_and_increments_the_sequence() {
     assert_eq!(ca2.bundle(), ca.bundle());
     let _ = store.value("x");
 }
+
+#[test]
+fn p384_and_ed25519_leaf_keys_are_accepted() {
+    let (ca, _, _) = new_ca();
+    for alg in [&rcgen::PKCS_ECDSA_P384_SHA384, &rcgen::PKCS_ED25519] {
+        let kp = rcgen::KeyPair::generate_for(alg).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&kp);
+        let svid = ca
+            .mint_x509_svid(
+                &id("spiffe://example.org/k"),
+                SvidKey::Spki(&spki),
+                &SvidOptions::default(),
+                t(NOW),
+            )
+            .unwrap();
+        check_leaf(&svid, ca.root_der(), "spiffe://example.org/k", &[]);
+        let (_, leaf) = X509Certificate::from_der(&svid.chain[0]).unwrap();
+        assert_eq!(leaf.public_key().raw, spki.as_slice());
+        // And through a CSR signed with that key.
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&kp)
+            .unwrap();
+        ca.mint_x509_svid(
+            &id("spiffe://example.org/k"),
+            SvidKey::Csr(csr.der()),
+            &SvidOptions::default(),
+            t(NOW),
+        )
+        .unwrap();
+    }
+}
