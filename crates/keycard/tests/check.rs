@@ -666,3 +666,84 @@ fn gatekeeper_library_through_check() {
         "{stderr}"
     );
 }
+
+/// A rule that builds a value of several gigabytes. On the bytecode VM the
+/// per-evaluation limit stops it and names the rule; in a Gatekeeper
+/// template (the interpreter) the process-wide ceiling does. Either way the
+/// run ends with an input error for that object, no crash, and the other
+/// objects are still checked.
+#[test]
+fn memory_hungry_rules_stop_at_the_memory_limit() {
+    const HOG: &str = "pad := concat(\"\", [\"x\" | some _ in numbers.range(1, 300)])\n  big := [s | some i in numbers.range(1, 10000); some j in numbers.range(1, 1000); s := sprintf(\"%d-%d-%s\", [i, j, pad])]\n  count(big) > 0\n";
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(
+        pol.join("hog.rego"),
+        format!("# METADATA\n# custom:\n#   id: team-hog\npackage team.hog\n\ndeny contains \"built it\" if {{\n  input.kind == \"Pod\"\n  {HOG}}}\n"),
+    )
+    .unwrap();
+    let m = dir.path().join("m.yaml");
+    std::fs::write(
+        &m,
+        format!("{PRIVILEGED_POD}---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: ns}}\nspec:\n  type: NodePort\n"),
+    )
+    .unwrap();
+    let out = run(&[
+        "check",
+        m.to_str().unwrap(),
+        "--policy",
+        pol.to_str().unwrap(),
+        "--timeout-ms",
+        "600000",
+        "--memory-limit-mib",
+        "16",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("m.yaml:1")
+            && stderr.contains("rule team-hog: exceeded the memory limit of 16 MiB"),
+        "{stderr}"
+    );
+    // The Pod is reported as not evaluated; the Service is still checked.
+    let r = json_of(&out);
+    assert!(rules_for(&r, "Pod", "p").is_empty(), "{r}");
+    assert_eq!(rules_for(&r, "Service", "s"), vec!["zt-service-exposure"]);
+
+    // The same rule as a Gatekeeper template runs on the interpreter.
+    let gk = dir.path().join("gatekeeper");
+    std::fs::create_dir_all(&gk).unwrap();
+    std::fs::write(
+        gk.join("template.yaml"),
+        "apiVersion: templates.gatekeeper.sh/v1\nkind: ConstraintTemplate\nmetadata:\n  name: k8shog\nspec:\n  crd:\n    spec:\n      names:\n        kind: K8sHog\n  targets:\n    - target: admission.k8s.gatekeeper.sh\n      rego: |\n        package k8shog\n        violation[{\"msg\": \"built it\"}] {\n          input.review.object.kind == \"Pod\"\n          pad := concat(\"\", [x | numbers.range(1, 300)[_]; x := \"x\"])\n          big := [s | i := numbers.range(1, 10000)[_]; j := numbers.range(1, 1000)[_]; s := sprintf(\"%d-%d-%s\", [i, j, pad])]\n          count(big) > 0\n        }\n---\napiVersion: constraints.gatekeeper.sh/v1beta1\nkind: K8sHog\nmetadata:\n  name: hog\nspec:\n  match:\n    kinds:\n      - apiGroups: [\"\"]\n        kinds: [\"Pod\"]\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "check",
+        m.to_str().unwrap(),
+        "--pack",
+        "none",
+        "--policy",
+        gk.to_str().unwrap(),
+        "--timeout-ms",
+        "600000",
+        "--memory-limit-mib",
+        "16",
+        "-o",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("m.yaml:1") && stderr.contains("memory"),
+        "{stderr}"
+    );
+}

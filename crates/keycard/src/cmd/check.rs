@@ -67,10 +67,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         ..LoadOptions::default()
     };
     let loaded = load_paths(&paths, &opts);
+    let memory_limit = args.memory_limit_mib.saturating_mul(1024 * 1024);
 
     let mut builder = PolicySetBuilder::new()
         .pss_version(pss_version)
         .timeout(Duration::from_millis(args.timeout_ms.max(1)))
+        .memory_limit(memory_limit)
         .inventory(&loaded.objects);
     let packs: Vec<String> = if args.packs.is_empty() {
         DEFAULT_PACKS.iter().map(|s| s.to_string()).collect()
@@ -91,6 +93,16 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         builder = builder.params(&p.display().to_string(), read_structured(p)?);
     }
     let set = builder.build()?;
+    if memory_limit > 0 {
+        // Every evaluation on the bytecode VM has its own budget; this
+        // ceiling also bounds the interpreter (Gatekeeper templates) and a
+        // single builtin call: what is in use now plus one limit per thread.
+        let threads = rayon::current_num_threads() as u64 + 1;
+        keycard_policy::limits::set_process_memory_ceiling(Some(
+            keycard_policy::limits::allocated_bytes()
+                .saturating_add(threads.saturating_mul(memory_limit)),
+        ));
+    }
     let exceptions = match &args.exceptions {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -116,10 +128,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
     let results: Vec<_> = loaded
         .objects
         .par_iter()
+        .enumerate()
         .map_init(
             || set.evaluator(),
-            |ev, obj| {
-                let r = ev.evaluate(obj);
+            |ev, (i, obj)| {
+                let r = ev.evaluate_nth(i, obj);
                 if let Some(b) = &progress {
                     b.inc(1);
                 }
@@ -188,7 +201,20 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             report.to_human(args.explain, color)
         }
-        CheckOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report.to_json())?),
+        CheckOutput::Json => {
+            // Streamed: the document is never held whole in memory.
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let res = report
+                .write_json(&mut out)
+                .map_err(std::io::Error::from)
+                .and_then(|_| out.write_all(b"\n"))
+                .and_then(|_| out.flush());
+            match res {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => String::new(),
+            }
+        }
         CheckOutput::Sarif => format!("{}\n", serde_json::to_string_pretty(&report.to_sarif())?),
         CheckOutput::Junit => report.to_junit(),
     };
