@@ -83,3 +83,79 @@ fn open_refuses_an_invalid_directory() {
     );
     assert!(PolicyStore::open(dir.path().join("missing"), Mode::Enforce).is_err());
 }
+
+#[test]
+fn the_examples_compile() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/authz");
+    let store = PolicyStore::open(dir.join("policies"), Mode::Enforce).unwrap();
+    assert_eq!(store.current().len(), 6);
+    let text = std::fs::read_to_string(dir.join("providers.yaml")).unwrap();
+    assert_eq!(
+        keycard_proxy::jwt::parse_provider_config("providers.yaml", &text, &dir)
+            .unwrap()
+            .len(),
+        2
+    );
+    let text = std::fs::read_to_string(dir.join("revocations.yaml")).unwrap();
+    keycard_proxy::files::Revocations::parse("revocations.yaml", &text).unwrap();
+    let text = std::fs::read_to_string(dir.join("posture.yaml")).unwrap();
+    keycard_proxy::files::PostureDb::parse("posture.yaml", &text).unwrap();
+
+    // The example policies decide as their comments say.
+    let authz = Authorizer::new(std::sync::Arc::new(store));
+    let api = "spiffe://example.org/ns/shop/sa/api";
+    let mut r = Request {
+        source: Peer {
+            principal: Some("spiffe://example.org/ns/shop/sa/web".into()),
+            ip: Some("10.1.1.1".parse().unwrap()),
+            port: None,
+        },
+        destination: Peer {
+            principal: Some(api.into()),
+            ..Peer::default()
+        },
+        method: "GET".into(),
+        path: "/v1/products/42".into(),
+        ..Request::default()
+    };
+    let d = authz.check(&r);
+    assert_eq!(
+        (d.reason, d.rule.as_deref()),
+        (Reason::AllowedByPolicy, Some("web-reads"))
+    );
+    r.method = "POST".into();
+    let d = authz.check(&r);
+    assert_eq!(
+        (d.reason, d.policy.as_deref()),
+        (Reason::NoAllowMatch, Some("default-deny"))
+    );
+    r.path = "/admin/x".into();
+    r.source.ip = Some("203.0.113.5".parse().unwrap());
+    assert_eq!(authz.check(&r).reason, Reason::DeniedByPolicy);
+    // Payments: the Rego rule.
+    let mut p = Request {
+        source: Peer {
+            principal: Some("spiffe://example.org/ns/payments/sa/ui".into()),
+            ..Peer::default()
+        },
+        destination: Peer {
+            principal: Some("spiffe://example.org/ns/payments/sa/api".into()),
+            ..Peer::default()
+        },
+        method: "POST".into(),
+        path: "/v1/refunds".into(),
+        headers: vec![("x-refund-amount".into(), "5000".into())],
+        ..Request::default()
+    };
+    let d = authz.check(&p);
+    assert_eq!(
+        (d.reason, d.policy.as_deref()),
+        (Reason::DeniedByPolicy, Some("payments/payments-refunds"))
+    );
+    p.headers = vec![("x-refund-amount".into(), "50".into())];
+    assert_eq!(
+        authz.check(&p).policy.as_deref(),
+        Some("default-deny"),
+        "small refunds pass the DENY, then default deny"
+    );
+}

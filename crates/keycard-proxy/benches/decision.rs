@@ -1,0 +1,88 @@
+//! In-process policy decision for a 100-rule policy set.
+//!
+//! 20 policies x 5 rules (4 ALLOW policies with principals, namespaces,
+//! methods, paths, ports, headers and posture-free conditions; DENY
+//! policies on paths and ip blocks). The allowed request matches the last
+//! ALLOW rule, so every DENY rule and most ALLOW rules are tried first.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use keycard_proxy::{compile_str, Authorizer, Mode, Peer, Request};
+
+fn policies() -> String {
+    let mut out = String::new();
+    for p in 0..20 {
+        let deny = p % 5 == 0;
+        out.push_str(&format!(
+            "apiVersion: keycard.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{p:02}}}\nspec:\n  action: {}\n  rules:\n",
+            if deny { "DENY" } else { "ALLOW" }
+        ));
+        for r in 0..5 {
+            let n = p * 5 + r;
+            if deny {
+                out.push_str(&format!(
+                    "  - from: [{{source: {{ipBlocks: [\"192.168.{n}.0/24\"]}}}}]\n    to: [{{operation: {{paths: [\"/admin{n}/*\"], methods: [DELETE, PUT]}}}}]\n"
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  - from: [{{source: {{principals: [\"spiffe://example.org/ns/ns{n}/sa/client{n}\", \"spiffe://example.org/ns/ns{n}/sa/other*\"], notNamespaces: [quarantine]}}}}]\n    to: [{{operation: {{methods: [GET, POST], paths: [\"/api/v{n}/*\", \"*/status{n}\"], ports: [\"8080\"]}}}}]\n    when: [{{key: \"request.headers[x-tenant]\", values: [\"tenant-{n}\", \"shared\"]}}]\n"
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn request(n: usize) -> Request {
+    Request {
+        id: "bench".into(),
+        source: Peer {
+            principal: Some(format!("spiffe://example.org/ns/ns{n}/sa/client{n}")),
+            ip: Some(
+                "10.1.2.3"
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([10, 1, 2, 3])),
+            ),
+            port: Some(40000),
+        },
+        destination: Peer {
+            principal: Some("spiffe://example.org/ns/prod/sa/api".into()),
+            ip: Some(std::net::IpAddr::from([10, 9, 9, 9])),
+            port: Some(8080),
+        },
+        host: "api.prod.svc".into(),
+        method: "GET".into(),
+        path: format!("/api/v{n}/items?limit=10"),
+        headers: vec![
+            ("x-tenant".into(), "shared".into()),
+            ("user-agent".into(), "bench".into()),
+            ("accept".into(), "application/json".into()),
+        ],
+        ..Request::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(set) = compile_str("bench.yaml", &policies(), Mode::Enforce) else {
+        eprintln!("the bench policies do not compile");
+        return;
+    };
+    assert_eq!(set.rule_count(), 100);
+    let authz = Authorizer::with_policies(set);
+    // Last ALLOW rule (policy p19, rule 4): n = 99.
+    let allowed = request(99);
+    assert!(authz.check(&allowed).is_allowed());
+    let mut denied = request(99);
+    denied.source.principal = Some("spiffe://example.org/ns/x/sa/nobody".into());
+    assert!(!authz.check(&denied).is_allowed());
+    let mut g = c.benchmark_group("decision_100_rules");
+    g.bench_function("allow_last_rule", |b| {
+        b.iter(|| black_box(authz.check(black_box(&allowed))))
+    });
+    g.bench_function("deny_no_match", |b| {
+        b.iter(|| black_box(authz.check(black_box(&denied))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
