@@ -593,3 +593,88 @@ fn p384_and_ed25519_leaf_keys_are_accepted() {
         .unwrap();
     }
 }
+
+/// rustls-webpki, the verifier rustls uses, accepts the SVIDs for both TLS
+/// server and client auth against the root, and refuses them against
+/// another trust domain's root and after expiry.
+#[test]
+fn webpki_accepts_svids_for_tls_server_and_client_auth() {
+    use rustls_pki_types::UnixTime;
+    let now = SystemTime::now();
+    let mut store = MemoryStore::new();
+    let keys = MemoryKeyStore::new();
+    let ca = Ca::open(
+        CaConfig::new(td(), "s1"),
+        RootSource::Generate,
+        &mut store,
+        &keys,
+        now,
+    )
+    .unwrap();
+    let other = Ca::open(
+        CaConfig::new("other.org".parse().unwrap(), "s1"),
+        RootSource::Generate,
+        &mut MemoryStore::new(),
+        &MemoryKeyStore::new(),
+        now,
+    )
+    .unwrap();
+    let (svid, _) = ca
+        .mint_x509_svid_with_key(
+            &id("spiffe://example.org/web"),
+            &SvidOptions {
+                dns_names: vec!["web.example.org".into()],
+                ttl: None,
+            },
+            now,
+        )
+        .unwrap();
+    let ee = webpki::EndEntityCert::try_from(&svid.chain[0]).unwrap();
+    let anchor = webpki::anchor_from_trusted_cert(ca.root_der())
+        .unwrap()
+        .to_owned();
+    let wrong = webpki::anchor_from_trusted_cert(other.root_der())
+        .unwrap()
+        .to_owned();
+    let at = |t: SystemTime| UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).unwrap());
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor.clone()],
+            &svid.chain[1..],
+            at(now),
+            usage,
+            None,
+            None,
+        )
+        .unwrap();
+    }
+    assert!(ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[wrong],
+            &svid.chain[1..],
+            at(now),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None
+        )
+        .is_err());
+    assert!(ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &svid.chain[1..],
+            at(now + Duration::from_secs(7200)),
+            webpki::KeyUsage::server_auth(),
+            None,
+            None
+        )
+        .is_err());
+    // The DNS SAN is usable for server-name checks.
+    let name = rustls_pki_types::ServerName::try_from("web.example.org").unwrap();
+    ee.verify_is_valid_for_subject_name(&name).unwrap();
+}
