@@ -394,6 +394,9 @@ impl NodeClient {
             .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>)
             .with_client_cert_resolver(Arc::clone(&node) as Arc<dyn ResolvesClientCert>);
         cfg.alpn_protocols = vec![b"h2".to_vec()];
+        // A resumed session would carry the identity of the first one (none
+        // before attestation, the old SVID after renewal): always handshake.
+        cfg.resumption = rustls::client::Resumption::disabled();
         Ok(NodeClient {
             server: addr.to_string(),
             server_name,
@@ -560,6 +563,9 @@ impl NodeClient {
             chain,
         };
         self.set_node(&id)?;
+        // The attestation went over a connection without a client
+        // certificate; agent calls need one with the node SVID.
+        self.reset().await;
         Ok((id, r.bundle))
     }
 
