@@ -112,7 +112,6 @@ where
 {
     let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
-        updates.borrow_and_update();
         let mut last = first.encode_to_vec();
         if tx.send(Ok(first)).await.is_err() {
             return;
@@ -222,8 +221,10 @@ async fn fetch_x509_svid<S: IdentitySource, A: Attestor>(
 ) -> Result<Response<ReceiverStream<Result<X509SvidResponse, Status>>>, Status> {
     check_header(req.metadata())?;
     let selectors = api.attest(req.extensions()).await?;
-    let first = api.x509_svid_response(&selectors)?;
+    // Subscribe before building the first message, so that no change in
+    // between is missed.
     let updates = api.source.updates();
+    let first = api.x509_svid_response(&selectors)?;
     let shutdown = api.shutdown.clone();
     let compute = move || api.x509_svid_response(&selectors);
     Ok(Response::new(stream_updates(
@@ -237,8 +238,10 @@ async fn fetch_x509_bundles<S: IdentitySource, A: Attestor>(
 ) -> Result<Response<ReceiverStream<Result<X509BundlesResponse, Status>>>, Status> {
     check_header(req.metadata())?;
     let selectors = api.attest(req.extensions()).await?;
-    let first = api.x509_bundles_response(&selectors)?;
+    // Subscribe before building the first message, so that no change in
+    // between is missed.
     let updates = api.source.updates();
+    let first = api.x509_bundles_response(&selectors)?;
     let shutdown = api.shutdown.clone();
     let compute = move || api.x509_bundles_response(&selectors);
     Ok(Response::new(stream_updates(
@@ -252,8 +255,10 @@ async fn fetch_jwt_bundles<S: IdentitySource, A: Attestor>(
 ) -> Result<Response<ReceiverStream<Result<JwtBundlesResponse, Status>>>, Status> {
     check_header(req.metadata())?;
     let selectors = api.attest(req.extensions()).await?;
-    let first = api.jwt_bundles_response(&selectors)?;
+    // Subscribe before building the first message, so that no change in
+    // between is missed.
     let updates = api.source.updates();
+    let first = api.jwt_bundles_response(&selectors)?;
     let shutdown = api.shutdown.clone();
     let compute = move || api.jwt_bundles_response(&selectors);
     Ok(Response::new(stream_updates(

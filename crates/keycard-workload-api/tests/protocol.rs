@@ -233,3 +233,76 @@ async fn garbage_closes_the_connection_and_the_server_keeps_serving() {
     drop(idle);
     server.stop().await;
 }
+
+struct SlowAttestor;
+impl keycard_workload_api::Attestor for SlowAttestor {
+    fn attest(
+        &self,
+        _: &keycard_workload_api::PeerCred,
+    ) -> Result<Vec<keycard_workload_api::Selector>, keycard_workload_api::AttestError> {
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(vec![format!("unix:uid:{}", my_ids().0).parse().unwrap()])
+    }
+}
+
+#[tokio::test]
+async fn attestation_is_time_bounded() {
+    let ca = TestCa::new("example.org");
+    let source = TestSource::new(&ca);
+    source.set_svid(
+        &format!("unix:uid:{}", my_ids().0),
+        ca.mint("spiffe://example.org/raw", 1),
+    );
+    let server = TestServer::start_full(
+        source,
+        std::sync::Arc::new(SlowAttestor),
+        keycard_workload_api::ServeOptions {
+            attestation_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    let mut c = raw_client(&server.socket).await;
+    let r = tokio::time::timeout(
+        T,
+        server_stream::<_, X509SvidResponse>(
+            &mut c,
+            "/SpiffeWorkloadAPI/FetchX509SVID",
+            with_header(X509SvidRequest {}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn composite_unix_and_k8s_attestation_serves_a_host_process() {
+    let ca = TestCa::new("example.org");
+    let source = TestSource::new(&ca);
+    source.set_svid(
+        &format!("unix:uid:{}", my_ids().0),
+        ca.mint("spiffe://example.org/host", 1),
+    );
+    let attestor = keycard_workload_api::CompositeAttestor::new()
+        .with(std::sync::Arc::new(
+            keycard_workload_api::UnixAttestor::new(),
+        ))
+        .with(std::sync::Arc::new(keycard_workload_api::K8sAttestor::new(
+            std::sync::Arc::new(keycard_workload_api::StaticPodLookup::default()),
+        )));
+    let server = TestServer::start_full(
+        source,
+        std::sync::Arc::new(attestor),
+        keycard_workload_api::ServeOptions::default(),
+    );
+    let client = spiffe::WorkloadApiClient::connect_to(server.endpoint())
+        .await
+        .unwrap();
+    let svid = tokio::time::timeout(T, client.fetch_x509_svid())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/host");
+    server.stop().await;
+}

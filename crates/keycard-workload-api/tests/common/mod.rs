@@ -313,11 +313,22 @@ impl TestServer {
         source: Arc<S>,
         options: keycard_workload_api::ServeOptions,
     ) -> Self {
+        Self::start_full(
+            source,
+            Arc::new(keycard_workload_api::UnixAttestor::new()),
+            options,
+        )
+    }
+
+    pub fn start_full<S: IdentitySource, A: keycard_workload_api::Attestor>(
+        source: Arc<S>,
+        attestor: Arc<A>,
+        options: keycard_workload_api::ServeOptions,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let listener = keycard_workload_api::bind_socket(&socket, 0o666).unwrap();
         let (stop, rx) = tokio::sync::oneshot::channel();
-        let attestor = Arc::new(keycard_workload_api::UnixAttestor::new());
         let task = tokio::spawn(keycard_workload_api::serve_with(
             listener,
             source,
