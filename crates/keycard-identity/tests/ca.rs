@@ -643,7 +643,7 @@ fn webpki_accepts_svids_for_tls_server_and_client_auth() {
     ] {
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
-            &[anchor.clone()],
+            std::slice::from_ref(&anchor),
             &svid.chain[1..],
             at(now),
             usage,

@@ -40,12 +40,27 @@ fn mutated_inputs_never_panic() {
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let td: TrustDomain = "example.org".parse().unwrap();
     let mut store = MemoryStore::new();
-    let ca = Ca::open(CaConfig::new(td.clone(), "s1"), RootSource::Generate, &mut store, &MemoryKeyStore::new(), now).unwrap();
+    let ca = Ca::open(
+        CaConfig::new(td.clone(), "s1"),
+        RootSource::Generate,
+        &mut store,
+        &MemoryKeyStore::new(),
+        now,
+    )
+    .unwrap();
     let id: SpiffeId = "spiffe://example.org/a".parse().unwrap();
     let bundle = ca.bundle().to_json().into_bytes();
-    let token = ca.mint_jwt_svid(&id, &["x".into()], None, now).unwrap().token.into_bytes();
+    let token = ca
+        .mint_jwt_svid(&id, &["x".into()], None, now)
+        .unwrap()
+        .token
+        .into_bytes();
     let kp = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default().serialize_request(&kp).unwrap().der().to_vec();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&kp)
+        .unwrap()
+        .der()
+        .to_vec();
     let mut bundles = BundleSet::new();
     bundles.insert(ca.bundle().clone());
     let mut rng = StdRng::seed_from_u64(42);
@@ -63,7 +78,10 @@ fn mutated_inputs_never_panic() {
             let _ = attest_join_token(&mut store, &td, s, now);
         }
         let c = mutate(&mut rng, &csr);
-        if ca.mint_x509_svid(&id, SvidKey::Csr(&c), &SvidOptions::default(), now).is_ok() {
+        if ca
+            .mint_x509_svid(&id, SvidKey::Csr(&c), &SvidOptions::default(), now)
+            .is_ok()
+        {
             // Only a mutation that keeps the signed part intact may pass.
             accepted += 1;
         }
