@@ -39,7 +39,7 @@ mod workload;
 
 pub use attest::k8s::{
     parse_cgroup_container, pods_from_pod_list_json, CgroupContainer, ContainerInfo, K8sAttestor,
-    PodInfo, PodLookup, StaticPodLookup,
+    PodInfo, PodLookup, RefreshingPodLookup, StaticPodLookup,
 };
 pub use attest::unix::UnixAttestor;
 pub use attest::{AttestError, Attestor, CompositeAttestor, PeerCred};

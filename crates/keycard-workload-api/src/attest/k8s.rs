@@ -89,6 +89,72 @@ impl PodLookup for StaticPodLookup {
     }
 }
 
+/// A pod list fetched on demand (from the kubelet's `/pods` or the API by
+/// `fetch`) and cached; a pod or container not in the cache triggers a
+/// refetch (a new pod appears in the kubelet shortly after its container
+/// starts), at most once per `min_refresh`.
+pub struct RefreshingPodLookup<F> {
+    fetch: F,
+    min_refresh: std::time::Duration,
+    cache: std::sync::Mutex<(Option<std::time::Instant>, Vec<PodInfo>)>,
+}
+
+impl<F> std::fmt::Debug for RefreshingPodLookup<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshingPodLookup")
+            .field("min_refresh", &self.min_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> RefreshingPodLookup<F>
+where
+    F: Fn() -> Result<Vec<PodInfo>, AttestError> + Send + Sync + 'static,
+{
+    /// Fetches with `fetch` when needed, at most once per `min_refresh`.
+    pub fn new(fetch: F, min_refresh: std::time::Duration) -> Self {
+        RefreshingPodLookup {
+            fetch,
+            min_refresh,
+            cache: std::sync::Mutex::new((None, Vec::new())),
+        }
+    }
+}
+
+impl<F> PodLookup for RefreshingPodLookup<F>
+where
+    F: Fn() -> Result<Vec<PodInfo>, AttestError> + Send + Sync + 'static,
+{
+    fn find_pod(
+        &self,
+        pod_uid: Option<&str>,
+        container_id: &str,
+    ) -> Result<Option<PodInfo>, AttestError> {
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| AttestError::PodLookup("pod cache poisoned".into()))?;
+        let cached = StaticPodLookup {
+            pods: std::mem::take(&mut cache.1),
+        };
+        let hit = cached.find_pod(pod_uid, container_id)?;
+        cache.1 = cached.pods;
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let due = cache.0.is_none_or(|at| at.elapsed() >= self.min_refresh);
+        if !due {
+            return Ok(None);
+        }
+        cache.0 = Some(std::time::Instant::now());
+        cache.1 = (self.fetch)()?;
+        StaticPodLookup {
+            pods: cache.1.clone(),
+        }
+        .find_pod(pod_uid, container_id)
+    }
+}
+
 /// Parses a Kubernetes `PodList` (the kubelet's `/pods`, or the API's
 /// `/api/v1/pods?fieldSelector=spec.nodeName=<node>`).
 pub fn pods_from_pod_list_json(json: &[u8]) -> Result<Vec<PodInfo>, AttestError> {
@@ -419,6 +485,36 @@ mod tests {
         }
         assert!(pods_from_pod_list_json(b"{}").is_err());
         assert!(pods_from_pod_list_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn refreshing_lookup_refetches_on_miss_at_most_once_per_interval() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let lookup = RefreshingPodLookup::new(
+            move || {
+                // The pod appears from the second fetch on.
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                Ok(if n == 0 { Vec::new() } else { pod_list() })
+            },
+            std::time::Duration::ZERO,
+        );
+        assert_eq!(lookup.find_pod(Some(UID), CID).unwrap(), None);
+        assert!(lookup.find_pod(Some(UID), CID).unwrap().is_some());
+        // Cached now: no further fetch.
+        assert!(lookup.find_pod(None, CID).unwrap().is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        let slow =
+            RefreshingPodLookup::new(|| Ok(Vec::new()), std::time::Duration::from_secs(3600));
+        assert_eq!(slow.find_pod(Some(UID), CID).unwrap(), None);
+        assert_eq!(slow.find_pod(Some(UID), CID).unwrap(), None);
+        let failing = RefreshingPodLookup::new(
+            || Err(AttestError::PodLookup("kubelet down".into())),
+            std::time::Duration::ZERO,
+        );
+        assert!(failing.find_pod(Some(UID), CID).is_err());
     }
 
     #[test]
