@@ -385,6 +385,59 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         }
     }
 
+    // The admission webhook: the default packs, every decision logged.
+    let admission = if config.admission_enabled {
+        let policy = tokio::task::spawn_blocking(|| {
+            crate::admission::AdmissionPolicy::load(&crate::admission::PolicyOptions::default())
+        })
+        .await
+        .map_err(|e| UpError::Other(format!("loading admission policies: {e}")))?
+        .map_err(|e| UpError::Other(format!("admission policies: {e}")))?;
+        let recorder = crate::admission::Recorder::spawn(
+            Arc::clone(&state.decisions) as Arc<dyn crate::admission::DecisionSink>,
+            4096,
+            512,
+        );
+        let webhook = Arc::new(crate::admission::Webhook::new(
+            policy,
+            crate::admission::WebhookConfig {
+                dry_run: config.admission_dry_run,
+                ..crate::admission::WebhookConfig::default()
+            },
+            Some(recorder),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.admission_listen)
+            .await
+            .map_err(|source| UpError::Listen {
+                addr: config.admission_listen.to_string(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| UpError::Other(e.to_string()))?;
+        let tls = api_tls(Arc::clone(&slot), &roots)?;
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = crate::admission::serve(
+                listener,
+                tls,
+                webhook,
+                crate::admission::ServerOptions::default(),
+                shutdown,
+            )
+            .await
+            {
+                tracing::error!(error = %e, "the admission webhook stopped");
+            }
+        }));
+        Some(format!("https://{addr}{}", crate::admission::VALIDATE_PATH))
+    } else {
+        None
+    };
+
     // Discovery files for other commands given the same data directory.
     let socket_abs = if config.agent_enabled {
         std::path::absolute(&config.agent_socket).unwrap_or_else(|_| config.agent_socket.clone())
@@ -396,7 +449,7 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         api: format!("https://{api_addr}"),
         bundle: format!("https://{api_addr}/bundle"),
         socket: socket_abs.display().to_string(),
-        admission: None,
+        admission,
         api_host: "localhost".into(),
     };
     let json = serde_json::to_vec_pretty(&endpoints).map_err(|e| UpError::Other(e.to_string()))?;

@@ -51,6 +51,12 @@ pub struct UpArgs {
         hide_env_values = true
     )]
     pub postgres: Option<String>,
+    /// Where the admission webhook listens [default: 127.0.0.1:8444].
+    #[arg(long, value_name = "ADDR")]
+    pub admission_listen: Option<String>,
+    /// Do not run the admission webhook.
+    #[arg(long)]
+    pub no_admission: bool,
     /// Print the documented default configuration and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -66,8 +72,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
         trust_domain: args.trust_domain,
         api_listen: args.api_listen,
         agent_socket: args.socket,
-        admission_listen: None,
-        no_admission: true,
+        admission_listen: args.admission_listen,
+        no_admission: args.no_admission,
         postgres: args.postgres,
     };
     let config = UpConfig::load(args.config.as_deref(), &overrides)?;
@@ -89,6 +95,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<u8> {
             e.bundle,
             config.data_dir.display(),
         );
+        if let Some(a) = &e.admission {
+            out.push_str(&format!("  admission webhook   {a}  (print its configuration: keycard admission manifest)\n"));
+        }
         if let Some(t) = &up.new_admin_token {
             out.push_str(&format!(
                 "\nBootstrap admin token (shown once; also in {}):\n  {t}\n",
