@@ -407,8 +407,7 @@ fn parse_root(mut root: Map<String, Value>) -> Result<AdmissionRequest, ReviewEr
                 .or_insert_with(|| Value::Object(Map::new()));
             match meta {
                 Value::Object(m) => {
-                    if m
-                        .get("namespace")
+                    if m.get("namespace")
                         .and_then(Value::as_str)
                         .is_none_or(str::is_empty)
                     {
