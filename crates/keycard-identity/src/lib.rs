@@ -27,6 +27,17 @@
 //! // The bundle in the SPIFFE format, for the bundle endpoint.
 //! assert!(ca.bundle().to_json().contains("\"use\":\"x509-svid\""));
 //! ```
+//!
+//! How a server uses it: [`Ca::open`] at start (a [`FileKeyStore`] in the
+//! data directory and the store; the same CA comes back after a restart),
+//! [`Ca::rotate`] every minute or so, [`Ca::bundle`] on the bundle
+//! endpoint, [`Registry::authorises`] and [`RevocationSet::check_renewal`]
+//! before [`Ca::mint_x509_svid`] for an agent's CSR, [`attest_join_token`]
+//! or [`attest_psat`] when an agent connects, and
+//! [`revocation::delete_entry`]/[`revocation::ban_agent`] for the admin API.
+//! An agent keeps its SVIDs in a [`Rotator`], which renews each at about
+//! half-life with jitter. Trust bundles hold roots only; intermediates
+//! travel in the SVID chains.
 
 pub mod attest;
 pub mod bundle;
@@ -55,3 +66,17 @@ pub use rotation::{
     renewal_time, CacheEvent, Clock, Expiring, RenewError, Renewer, RotationConfig, RotationStats,
     Rotator, SystemClock, TokioClock,
 };
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        send_sync::<crate::Ca>();
+        send_sync::<crate::BundleSet>();
+        send_sync::<crate::RevocationSet>();
+        send_sync::<crate::FileKeyStore>();
+        send_sync::<crate::Rotator<crate::X509Svid>>();
+    }
+}
