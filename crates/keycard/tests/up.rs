@@ -58,6 +58,8 @@ fn keycard_up_then_entry_create_then_a_real_spiffe_client() {
             "e2e.test",
             "--api-listen",
             "127.0.0.1:0",
+            "--admission-listen",
+            "127.0.0.1:0",
             "--data-dir",
         ])
         .arg(&dir)
