@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use keycard_core::{RegistrationEntry, Selector};
 use keycard_server::{Overrides, UpConfig};
-use keycard_store::IdentityStore;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
