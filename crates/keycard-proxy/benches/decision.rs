@@ -13,7 +13,7 @@ fn policies() -> String {
     for p in 0..20 {
         let deny = p % 5 == 0;
         out.push_str(&format!(
-            "apiVersion: keycard.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{p:02}}}\nspec:\n  action: {}\n  rules:\n",
+            "---\napiVersion: keycard.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{p:02}}}\nspec:\n  action: {}\n  rules:\n",
             if deny { "DENY" } else { "ALLOW" }
         ));
         for r in 0..5 {

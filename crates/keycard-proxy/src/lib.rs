@@ -42,6 +42,7 @@ mod loader;
 pub mod matcher;
 pub mod metrics;
 mod policy;
+pub mod proxy;
 pub mod record;
 mod rego;
 mod request;

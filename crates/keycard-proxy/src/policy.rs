@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::matcher::{parse_port, CidrSet, PatternError, StringSet};
+use crate::matcher::{parse_port, CidrSet, FastSet, PatternError, StringSet};
 use crate::rego::RegoMatcher;
 use crate::request::Attrs;
 
@@ -156,7 +156,7 @@ impl Source {
 #[derive(Debug, Clone, Default)]
 struct Operation {
     hosts: Field<StringSet>,
-    ports: Field<HashSet<u16>>,
+    ports: Field<FastSet<u16>>,
     methods: Field<StringSet>,
     paths: Field<StringSet>,
 }
@@ -263,7 +263,7 @@ impl Key {
 enum Values {
     Strings(StringSet),
     Cidrs(CidrSet),
-    Ports(HashSet<u16>),
+    Ports(FastSet<u16>),
 }
 
 impl Values {
@@ -572,7 +572,7 @@ impl Compiler<'_> {
         o.paths = self.string_field(m, path, "paths", false);
         for (k, slot) in [("ports", &mut o.ports.pos), ("notPorts", &mut o.ports.neg)] {
             if let Some(vals) = self.strings(m, k, path) {
-                let mut set = HashSet::new();
+                let mut set = FastSet::default();
                 for (i, v) in vals.iter().enumerate() {
                     match parse_port(v) {
                         Ok(p) => {
