@@ -96,4 +96,5 @@ pub use note::{
 };
 pub use record::{
     input_digest, EnforcementPoint, Outcome, Record, RecordError, RedactAction, Redaction,
+    RedactionConfig, RedactionRule,
 };

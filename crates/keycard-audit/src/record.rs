@@ -147,6 +147,9 @@ pub enum RecordError {
     /// The time is not RFC 3339.
     #[error("time {0:?} is not an RFC 3339 timestamp (like 2025-01-31T12:00:00Z)")]
     Time(String),
+    /// A persisted redaction configuration cannot be applied as given.
+    #[error("{0}")]
+    Config(String),
     /// A redaction rule names a field that cannot be redacted.
     #[error("cannot redact {0:?}: only subject, resource, action, reason, actor, attributes.* and change.* can be")]
     Field(String),
@@ -219,7 +222,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// What to do with a sensitive field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RedactAction {
     /// Replace by a keyed hash: equal values stay equal (queries and
     /// correlation still work) but the value cannot be read back.
@@ -341,6 +345,77 @@ impl Redaction {
                 self.apply_value(v, *action);
             }
         }
+    }
+}
+
+/// A log's redaction, as persisted with the log so that every writer
+/// applies the same rules: the rules in order, and the SHA-256 of the hash
+/// key (never the key itself), so a writer holding another key, or none,
+/// is refused instead of hashing values that would no longer match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// `(field, action)` in the order they apply.
+    pub rules: Vec<RedactionRule>,
+    /// `sha256:<hex>` of the HMAC key; absent: plain SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
+}
+
+/// One persisted rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionRule {
+    /// A redactable field (see [`Redaction::rule`]).
+    pub field: String,
+    /// Hash or mask.
+    pub action: RedactAction,
+}
+
+impl Redaction {
+    /// The configuration to persist with the log.
+    pub fn config(&self) -> RedactionConfig {
+        RedactionConfig {
+            rules: self
+                .rules
+                .iter()
+                .map(|(field, action)| RedactionRule {
+                    field: field.clone(),
+                    action: *action,
+                })
+                .collect(),
+            key_sha256: (!self.key.is_empty()).then(|| input_digest(&self.key)),
+        }
+    }
+
+    /// The redaction a persisted configuration describes, with its hash
+    /// key. Refused when the key does not match the configuration's (a
+    /// missing key, another key, or a key the configuration does not use).
+    pub fn from_config(config: &RedactionConfig, key: Option<&[u8]>) -> Result<Self, RecordError> {
+        let mut r = Redaction::new();
+        match (&config.key_sha256, key) {
+            (None, None) => {}
+            (Some(want), Some(k)) if *want == input_digest(k) => r = r.with_key(k),
+            (Some(want), Some(_)) => {
+                return Err(RecordError::Config(format!(
+                    "the log hashes with the key {want}; this key is another one"
+                )))
+            }
+            (Some(want), None) => {
+                return Err(RecordError::Config(format!(
+                    "the log hashes with the key {want}; it is needed to write"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(RecordError::Config(
+                    "the log hashes without a key; a key would change every hash".into(),
+                ))
+            }
+        }
+        for rule in &config.rules {
+            r = r.rule(&rule.field, rule.action)?;
+        }
+        Ok(r)
     }
 }
 
@@ -500,6 +575,36 @@ mod tests {
         assert!(Redaction::new()
             .rule("outcome", RedactAction::Mask)
             .is_err());
+    }
+
+    #[test]
+    fn persisted_redaction_applies_the_same_and_refuses_another_key() {
+        let red = Redaction::new()
+            .with_key(b"k1")
+            .rule("subject", RedactAction::Hash)
+            .unwrap()
+            .rule("attributes.a.token", RedactAction::Mask)
+            .unwrap();
+        let text = serde_json::to_string(&red.config()).unwrap();
+        assert!(!text.contains("k1"), "the key itself is never persisted");
+        let cfg: RedactionConfig = serde_json::from_str(&text).unwrap();
+        let again = Redaction::from_config(&cfg, Some(b"k1")).unwrap();
+        let (mut a, mut b) = (record(), record());
+        red.apply(&mut a);
+        again.apply(&mut b);
+        assert_eq!(a, b);
+        assert!(a.subject.starts_with("hmac-sha256:"));
+        for key in [Some(&b"k2"[..]), None] {
+            let err = Redaction::from_config(&cfg, key).unwrap_err();
+            assert!(err.to_string().contains(&input_digest(b"k1")), "{err}");
+        }
+        let keyless = Redaction::new()
+            .rule("subject", RedactAction::Mask)
+            .unwrap();
+        assert!(Redaction::from_config(&keyless.config(), Some(b"k1")).is_err());
+        let bad: RedactionConfig =
+            serde_json::from_str(r#"{"rules":[{"field":"outcome","action":"mask"}]}"#).unwrap();
+        assert!(Redaction::from_config(&bad, None).is_err());
     }
 
     #[test]

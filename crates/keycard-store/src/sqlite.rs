@@ -81,6 +81,14 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
             value BLOB NOT NULL
         );",
     ),
+    (
+        3,
+        "decision log settings",
+        "CREATE TABLE audit_settings (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );",
+    ),
 ];
 
 /// How to open a [`SqliteStore`].
@@ -378,6 +386,30 @@ impl SqliteStore {
             .map_err(classify)?;
         }
         tx.commit().map_err(classify)
+    }
+
+    /// A setting of the decision log that every writer must apply (its
+    /// redaction), `None` when unset.
+    pub fn audit_setting(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM audit_settings WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(classify)
+    }
+
+    /// Sets a decision log setting (one durable commit).
+    pub fn set_audit_setting(&mut self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO audit_settings (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )
+            .map(drop)
+            .map_err(classify)
     }
 
     /// Runs SQLite's own structural check (`PRAGMA quick_check`), which
@@ -766,7 +798,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         {
             let mut s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 2);
+            assert_eq!(s.schema_version().unwrap(), 3);
             let batch: Vec<_> = (0..10).map(entry).collect();
             s.append_entries(0, &batch, &[]).unwrap();
             assert!(matches!(
@@ -798,6 +830,29 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn audit_settings_persist_across_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            assert_eq!(s.audit_setting("redaction").unwrap(), None);
+            s.set_audit_setting("redaction", r#"{"rules":[]}"#).unwrap();
+        }
+        let s = SqliteStore::open_with(
+            &path,
+            &SqliteOptions {
+                read_only: true,
+                max_size_bytes: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.audit_setting("redaction").unwrap().as_deref(),
+            Some(r#"{"rules":[]}"#)
+        );
     }
 
     #[test]

@@ -484,3 +484,71 @@ fn sigkill_during_appends_loses_no_acknowledged_record() {
     let (code, out, _) = verify(dir.path(), &[]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn redaction_is_persisted_with_the_log_and_applied_by_every_writer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let key = dir.join("hash.key");
+    std::fs::write(&key, b"a secret of the operator").unwrap();
+    let key = key.to_str().unwrap();
+    // The first writer sets the rules.
+    let out = run_stdin(
+        dir,
+        &[
+            "audit",
+            "append",
+            "--hash",
+            "subject",
+            "--mask",
+            "reason",
+            "--hash-key-file",
+            key,
+        ],
+        &format!("{}\n", line(1)),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A later writer that names no rules applies them all the same.
+    let out = run_stdin(dir, &["audit", "append"], &format!("{}\n", line(2)));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(dir, &["audit", "query", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let subjects: Vec<&str> = rows
+        .iter()
+        .map(|r| r["subject"].as_str().unwrap())
+        .collect();
+    for (r, s) in rows.iter().zip(&subjects) {
+        assert!(s.starts_with("hmac-sha256:"), "{r}");
+        assert!(!r.to_string().contains("decision number"), "{r}");
+    }
+    // Records 1 and 2 have subjects svc1 and svc2: different hashes, same key.
+    assert_ne!(subjects[0], subjects[1]);
+    // A writer asking for other rules is refused, and nothing is stored.
+    let out = run_stdin(
+        dir,
+        &["audit", "append", "--mask", "subject"],
+        &format!("{}\n", line(3)),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already set"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without the key the log's hashes cannot be produced: refused too.
+    std::fs::remove_file(dir.join("data/audit.hash-key")).unwrap();
+    let out = run_stdin(dir, &["audit", "append"], &format!("{}\n", line(4)));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("needed to write"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(dir, &["audit", "query", "--output", "json"]);
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+}

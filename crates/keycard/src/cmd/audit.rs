@@ -18,7 +18,7 @@ use keycard_audit::export::{ocsf_event, otlp_request};
 use keycard_audit::record::parse_rfc3339_ms;
 use keycard_audit::{
     AuditError, CheckpointPolicy, DecisionLog, Ed25519Signer, Ed25519Verifier, Record,
-    RedactAction, Redaction, Tamper, VerifierSet,
+    RedactAction, Redaction, RedactionConfig, Tamper, VerifierSet,
 };
 use keycard_store::{AuditStore, EntryFilter, SqliteOptions, SqliteStore, StoreError};
 use tracing::{info, warn};
@@ -95,7 +95,8 @@ pub struct AppendArgs {
     #[arg(long, default_value_t = 50)]
     pub flush_ms: u64,
     /// Store this field as a keyed hash (repeatable): subject, resource, action,
-    /// reason, actor, attributes.PATH, change.PATH.
+    /// reason, actor, attributes.PATH, change.PATH. The first writer's rules are
+    /// persisted with the log and every later writer applies them.
     #[arg(long = "hash", value_name = "FIELD")]
     pub hash_fields: Vec<String>,
     /// Store this field as **** (repeatable; same fields as --hash).
@@ -283,7 +284,7 @@ fn pub_path(d: &DirArgs) -> PathBuf {
 }
 
 /// Writes `text` to a new file with `mode`, refusing to overwrite.
-fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+fn write_new(path: &Path, text: impl AsRef<[u8]>, mode: u32) -> anyhow::Result<()> {
     let mut o = fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -296,7 +297,7 @@ fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     let mut f = o
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
+    f.write_all(text.as_ref())?;
     f.sync_all()?;
     Ok(())
 }
@@ -321,12 +322,12 @@ fn ensure_key(d: &DirArgs, origin: &str) -> anyhow::Result<bool> {
     create_dir(&d.data_dir)?;
     let key = Ed25519Signer::generate(origin)
         .map_err(|e| anyhow!("origin {origin:?} cannot name a signing key: {e}"))?;
-    write_new(&key_path(d), &format!("{}\n", key.to_private_key()), 0o600)?;
+    write_new(&key_path(d), format!("{}\n", key.to_private_key()), 0o600)?;
     let pub_file = pub_path(d);
     if pub_file.exists() {
         fs::remove_file(&pub_file)?;
     }
-    write_new(&pub_file, &format!("{}\n", key.verifier()), 0o644)?;
+    write_new(&pub_file, format!("{}\n", key.verifier()), 0o644)?;
     info!(origin, "created the decision log signing key");
     Ok(true)
 }
@@ -396,15 +397,97 @@ fn open_read_only(d: &DirArgs) -> Result<SqliteStore, StoreError> {
 /// first use. Enforcement points in this binary (`keycard check`) record
 /// their decisions through it: `open_log(dir, None)?.append(records)`, then
 /// `checkpoint()`; on error they apply their `FailureMode`.
+///
+/// The log applies the redaction persisted with it (see [`log_redaction`]).
 pub(crate) fn open_log(
     d: &DirArgs,
     max_size_mib: Option<u64>,
 ) -> anyhow::Result<DecisionLog<SqliteStore>> {
+    open_log_with(d, max_size_mib, None)
+}
+
+fn open_log_with(
+    d: &DirArgs,
+    max_size_mib: Option<u64>,
+    requested: Option<(Redaction, Option<&Path>)>,
+) -> anyhow::Result<DecisionLog<SqliteStore>> {
     ensure_key(d, "keycard/decisions")?;
     let signer = read_signer(d)?;
     let origin = keycard_audit::Signer::name(&signer).to_string();
-    let store = open_store(d, max_size_mib)?;
-    Ok(DecisionLog::open(origin, store, Box::new(signer))?)
+    let mut store = open_store(d, max_size_mib)?;
+    let redaction = log_redaction(d, &mut store, requested)?;
+    Ok(DecisionLog::open(origin, store, Box::new(signer))?.with_redaction(redaction))
+}
+
+/// Where the log's redaction is kept among its settings.
+const REDACTION_SETTING: &str = "redaction";
+
+/// The HMAC key of a keyed redaction, beside the signing key (0600).
+fn hash_key_path(d: &DirArgs) -> PathBuf {
+    d.data_dir.join("audit.hash-key")
+}
+
+/// The redaction every writer of the log applies. The first writer that
+/// asks for one (`append --hash/--mask`) persists it in the log's
+/// database (the rules and the key's digest, never the key; the key is
+/// copied to `audit.hash-key` in the data directory); from then on every
+/// writer applies it, and one that asks for other rules is refused rather
+/// than storing values hashed or masked differently.
+fn log_redaction(
+    d: &DirArgs,
+    store: &mut SqliteStore,
+    requested: Option<(Redaction, Option<&Path>)>,
+) -> anyhow::Result<Redaction> {
+    let persisted: Option<RedactionConfig> = match store.audit_setting(REDACTION_SETTING)? {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .context("the redaction persisted with the decision log is unreadable")?,
+        ),
+        None => None,
+    };
+    let read_key = |file: Option<&Path>| -> anyhow::Result<Option<Vec<u8>>> {
+        let stored = hash_key_path(d);
+        match file {
+            Some(f) => Ok(Some(
+                fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+            )),
+            None if stored.exists() => {
+                Ok(Some(fs::read(&stored).with_context(|| {
+                    format!("reading {}", stored.display())
+                })?))
+            }
+            None => Ok(None),
+        }
+    };
+    match (persisted, requested) {
+        (None, None) => Ok(Redaction::new()),
+        (None, Some((r, key_file))) => {
+            if let Some(f) = key_file {
+                if !hash_key_path(d).exists() {
+                    let key = fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                    write_new(&hash_key_path(d), key, 0o600)?;
+                }
+            }
+            store.set_audit_setting(REDACTION_SETTING, &serde_json::to_string(&r.config())?)?;
+            info!("persisted the log's redaction: every writer of this log applies it");
+            Ok(r)
+        }
+        (Some(p), None) => {
+            let key = read_key(None)?;
+            Ok(Redaction::from_config(&p, key.as_deref())
+                .context("applying the redaction persisted with the decision log")?)
+        }
+        (Some(p), Some((r, _))) => {
+            if r.config() != p {
+                bail!(
+                    "this log's redaction is already set ({}), and every writer applies it: \
+                     drop --hash/--mask/--hash-key-file, or give the same rules and key",
+                    serde_json::to_string(&p)?
+                );
+            }
+            Ok(r)
+        }
+    }
 }
 
 fn init(a: InitArgs) -> anyhow::Result<u8> {
@@ -439,12 +522,16 @@ fn redaction(a: &AppendArgs) -> anyhow::Result<Redaction> {
 }
 
 fn append(a: AppendArgs) -> anyhow::Result<u8> {
-    let mut log = open_log(&a.dir, a.max_size_mib)?
-        .with_redaction(redaction(&a)?)
-        .with_policy(CheckpointPolicy {
-            every_records: a.checkpoint_every.max(1),
-            every_ms: i64::try_from(a.checkpoint_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        });
+    let requested =
+        if a.hash_fields.is_empty() && a.mask_fields.is_empty() && a.hash_key_file.is_none() {
+            None
+        } else {
+            Some((redaction(&a)?, a.hash_key_file.as_deref()))
+        };
+    let mut log = open_log_with(&a.dir, a.max_size_mib, requested)?.with_policy(CheckpointPolicy {
+        every_records: a.checkpoint_every.max(1),
+        every_ms: i64::try_from(a.checkpoint_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    });
     let batch_size = a.batch.max(1);
     // A reader thread feeds lines so a quiet producer's records are still
     // committed after --flush-ms.
