@@ -107,6 +107,25 @@ const LOCK_REVOKE: i64 = 0x6b63_0003;
 /// a time, as on any single connection; replicas each have their own).
 struct Conn {
     client: Client,
+    conninfo: String,
+    schema: Option<String>,
+}
+
+fn open_client(conninfo: &str, schema: Option<&str>) -> Result<Client, StoreError> {
+    let mut client = Client::connect(conninfo, NoTls).map_err(classify)?;
+    if let Some(s) = schema {
+        if !is_valid_schema(s) {
+            return Err(StoreError::Malformed(format!(
+                "schema name {s:?} must be lower-case letters, digits and '_'"
+            )));
+        }
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
+            ))
+            .map_err(classify)?;
+    }
+    Ok(client)
 }
 
 /// A [`crate::Store`] in a PostgreSQL database (or one schema of it).
@@ -173,26 +192,32 @@ impl PostgresStore {
     /// keycard's tables in that schema (created if missing) instead of the
     /// default `search_path`; it must be a plain lower-case identifier.
     pub fn connect(conninfo: &str, schema: Option<&str>) -> Result<Self, StoreError> {
-        let mut client = Client::connect(conninfo, NoTls).map_err(classify)?;
-        if let Some(s) = schema {
-            if !is_valid_schema(s) {
-                return Err(StoreError::Malformed(format!(
-                    "schema name {s:?} must be lower-case letters, digits and '_'"
-                )));
-            }
-            client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}"
-                ))
-                .map_err(classify)?;
-        }
-        let mut conn = Conn { client };
+        let client = open_client(conninfo, schema)?;
+        let mut conn = Conn {
+            client,
+            conninfo: conninfo.to_string(),
+            schema: schema.map(str::to_string),
+        };
         conn.migrate()?;
         Ok(Self(Mutex::new(conn)))
     }
 
+    /// The connection, reconnected first if the server closed it (a
+    /// restart, a failover, a terminated backend): the call that found it
+    /// closed failed; this one tries again. Nothing acknowledged is lost,
+    /// since every write is one transaction that either committed or not.
     fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.client.is_closed() {
+            match open_client(&g.conninfo, g.schema.as_deref()) {
+                Ok(c) => {
+                    info!("reconnected to PostgreSQL");
+                    g.client = c;
+                }
+                Err(e) => tracing::warn!(error = %e, "PostgreSQL is unreachable"),
+            }
+        }
+        g
     }
 
     /// The schema version the database is at.

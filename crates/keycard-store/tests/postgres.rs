@@ -213,3 +213,49 @@ fn two_replicas_on_one_database_lose_and_duplicate_nothing() {
     );
     drop_schema(&url, &name);
 }
+
+/// The database drops the connection (a restart, a failover): the call in
+/// flight fails, the next one reconnects, and everything committed before
+/// is still there.
+#[test]
+fn a_dropped_connection_is_reopened_and_committed_data_kept() {
+    let Some((url, name)) = schema("reconnect") else {
+        return;
+    };
+    // Tag this store's connection so only it is terminated.
+    let tag = format!("kc_reconnect_{}", std::process::id());
+    let tagged = if url.starts_with("postgres") {
+        format!(
+            "{url}{}application_name={tag}",
+            if url.contains('?') { '&' } else { '?' }
+        )
+    } else {
+        format!("{url} application_name={tag}")
+    };
+    let mut s = PostgresStore::connect(&tagged, Some(&name)).unwrap();
+    s.put_value("before", b"1").unwrap();
+    // Terminate its backend, as a server restart would.
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}'"),
+        )
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (mut ok, mut failed) = (false, 0);
+    for _ in 0..3 {
+        match s.value("before") {
+            Ok(v) => {
+                assert_eq!(v.as_deref(), Some(&b"1"[..]));
+                ok = true;
+                break;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(failed, 1, "the call in flight sees the dropped connection");
+    assert!(ok, "the next call reconnects");
+    s.put_value("after", b"2").unwrap();
+    assert_eq!(s.value("after").unwrap().unwrap(), b"2");
+    drop_schema(&url, &name);
+}
