@@ -519,6 +519,15 @@ async fn openapi() -> Json<Value> {
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`.
 pub fn openapi_document() -> Value {
+    let decision_params: Vec<Value> = ["subject", "resource", "outcome", "policy", "point"]
+        .iter()
+        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+        .chain(
+            ["since_ms", "until_ms", "from_index", "limit"]
+                .iter()
+                .map(|n| json!({"name": n, "in": "query", "schema": {"type": "integer"}})),
+        )
+        .collect();
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let auth = json!([{"bearer": []}, {"mtls": []}]);
     let op = |summary: &str, role: &str, body: Option<&str>, ok: &str| {
@@ -573,6 +582,14 @@ pub fn openapi_document() -> Value {
             "/v1/grants": {
                 "get": op("grants, with their status", "auditor", None, "200"),
                 "post": op("request a time-boxed role or exception", "auditor", Some("GrantRequest"), "201")
+            },
+            "/v1/decisions": {
+                "get": {
+                    "summary": "decision records, filtered (subject, resource, outcome, policy, point, since_ms, until_ms, from_index, limit)",
+                    "security": auth.clone(),
+                    "parameters": decision_params,
+                    "responses": {"200": {"description": "records"}, "401": err.clone(), "403": err.clone()}
+                }
             },
             "/v1/grants/{id}/approve": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],

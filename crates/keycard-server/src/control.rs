@@ -202,6 +202,52 @@ pub fn routes() -> Router<Arc<ServerState>> {
         .route("/v1/posture/clear", post(clear_posture))
         .route("/v1/grants", get(list_grants).post(request_grant))
         .route("/v1/grants/{id}/approve", post(approve_grant))
+        .route("/v1/decisions", get(list_decisions))
+}
+
+/// Filters of `GET /v1/decisions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionQuery {
+    subject: Option<String>,
+    resource: Option<String>,
+    outcome: Option<String>,
+    policy: Option<String>,
+    point: Option<String>,
+    /// Unix milliseconds, inclusive.
+    since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    until_ms: Option<i64>,
+    /// Log index to start from (paging).
+    from_index: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<u64>,
+}
+
+async fn list_decisions(
+    State(s): St,
+    h: HeaderMap,
+    Extension(p): Extension<PeerIdentity>,
+    q: Result<axum::extract::Query<DecisionQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    caller(&s, &h, &p, Role::Auditor)?;
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let filter = keycard_store::EntryFilter {
+        subject: q.subject,
+        resource: q.resource,
+        outcome: q.outcome,
+        policy: q.policy,
+        point: q.point,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+        from_index: q.from_index,
+        limit: Some(q.limit.unwrap_or(100).clamp(1, 1000)),
+    };
+    let records = s
+        .decisions
+        .query(&filter)
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(json!({ "decisions": records })))
 }
 
 #[derive(Debug, Deserialize)]

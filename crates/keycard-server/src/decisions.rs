@@ -151,6 +151,23 @@ impl Decisions {
             .ok_or_else(|| DecisionLogError::Log("nothing appended".into()))
     }
 
+    /// Records matching `filter`, as JSON, in log order.
+    pub fn query(
+        &self,
+        filter: &keycard_store::EntryFilter,
+    ) -> Result<Vec<serde_json::Value>, DecisionLogError> {
+        use keycard_store::AuditStore;
+        let log = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = log
+            .store()
+            .query(filter)
+            .map_err(|e| DecisionLogError::Log(e.to_string()))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_slice(&r.data).ok())
+            .collect())
+    }
+
     /// Signs a checkpoint now (on shutdown, and from a timer).
     pub fn checkpoint(&self) -> Result<(), DecisionLogError> {
         let mut log = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -167,6 +167,26 @@ async fn grants_need_another_approver_raise_roles_and_expire_and_posture_expires
         json!([])
     );
 
+    // The decision log answers through the API too.
+    let d = ci
+        .call(
+            Method::GET,
+            "/v1/decisions?point=control_plane&limit=500",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.status, 200, "{:?}", d.body);
+    let recs = d.body["decisions"].as_array().unwrap();
+    assert!(recs
+        .iter()
+        .any(|r| r["action"] == "grant.approve" && r["actor"] == "token:bootstrap-admin"));
+    let bad = ci
+        .call(Method::GET, "/v1/decisions?colour=red", None)
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+
     up.shutdown(Duration::from_secs(5)).await;
 
     // Request, approval and expiry are on the record.
