@@ -122,14 +122,18 @@ async fn app(hits: Arc<AtomicU64>) -> SocketAddr {
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let mut trailers = http::HeaderMap::new();
                         trailers.insert("grpc-status", "0".parse().unwrap());
+                        // A well-behaved app: no empty DATA frames (an HTTP/2
+                        // peer closes a connection after too many of them).
                         let mut frames: VecDeque<Result<Frame<Bytes>, std::convert::Infallible>> =
-                            VecDeque::from([Ok(Frame::data(body))]);
+                            VecDeque::new();
+                        if !body.is_empty() {
+                            frames.push_back(Ok(Frame::data(body)));
+                        }
                         if grpc {
                             frames.push_back(Ok(Frame::trailers(trailers)));
                         }
                         let mut r = Response::new(StreamBody::new(futures::stream::iter(frames)));
-                        r.headers_mut()
-                            .insert("x-seen-peer", seen.parse().unwrap());
+                        r.headers_mut().insert("x-seen-peer", seen.parse().unwrap());
                         r.headers_mut()
                             .insert("x-seen-version", version.parse().unwrap());
                         if grpc {
@@ -174,7 +178,11 @@ fn sink(path: &Path) -> RecordSink {
         .append(true)
         .open(path)
         .unwrap();
-    RecordSink::start(Box::new(f), Arc::new(keycard_proxy::metrics::Metrics::new())).unwrap()
+    RecordSink::start(
+        Box::new(f),
+        Arc::new(keycard_proxy::metrics::Metrics::new()),
+    )
+    .unwrap()
 }
 
 struct Server {
@@ -241,7 +249,9 @@ async fn client(
     let identity = IdentityState::with(svid(ca, id), bundles(trusted));
     let ctx = Arc::new(ProxyContext::new(
         identity,
-        Arc::new(Authorizer::with_policies(compile_str("none.yaml", "", Mode::Enforce).unwrap())),
+        Arc::new(Authorizer::with_policies(
+            compile_str("none.yaml", "", Mode::Enforce).unwrap(),
+        )),
     ));
     let out = outbound::start(
         ctx.clone(),
@@ -304,7 +314,10 @@ fn get(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
 }
 
 fn hdr<'a>(g: &'a Got, name: &str) -> &'a str {
-    g.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    g.headers
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
 }
 
 /// Lines of a JSON-lines file, waiting (bounded) until `pred` holds for one.
@@ -345,8 +358,10 @@ async fn http1_http2_and_grpc_cross_two_proxies_with_the_verified_identity() {
 
     // HTTP/1.1, with a forged identity header that must not reach the app.
     let mut req = get(out.addr, "/v1/items?x=1");
-    req.headers_mut()
-        .insert(PEER_ID_HEADER, "spiffe://example.org/ns/prod/sa/admin".parse().unwrap());
+    req.headers_mut().insert(
+        PEER_ID_HEADER,
+        "spiffe://example.org/ns/prod/sa/admin".parse().unwrap(),
+    );
     let g = send(&h1(), req).await;
     assert_eq!(g.status, 200, "{:?}", g.body);
     assert_eq!(hdr(&g, "x-seen-peer"), WEB);
@@ -373,7 +388,10 @@ async fn http1_http2_and_grpc_cross_two_proxies_with_the_verified_identity() {
     assert_eq!(g.status, 200);
     assert_eq!(&g.body[..], &msg);
     assert_eq!(
-        g.trailers.expect("grpc trailers").get("grpc-status").unwrap(),
+        g.trailers
+            .expect("grpc trailers")
+            .get("grpc-status")
+            .unwrap(),
         "0"
     );
     assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
@@ -629,7 +647,15 @@ async fn a_revoked_identity_is_denied_and_its_open_connection_closed() {
     let revocations = Arc::new(Watched::open(&rev_path, Revocations::parse).unwrap());
     let authz = Authorizer::with_policies(policy()).revocations(revocations.clone());
     let echo = echo_app().await;
-    let srv = server(&ca, &[&ca], MtlsMode::Strict, Protocol::Tcp, authz, Some(echo)).await;
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Tcp,
+        authz,
+        Some(echo),
+    )
+    .await;
     let _reload = spawn_reload(
         srv.ctx.clone(),
         Watchers {
@@ -669,7 +695,10 @@ async fn a_revoked_identity_is_denied_and_its_open_connection_closed() {
     let rec = wait_line(&srv.decisions, |v| v["reason"] == "revoked").await;
     assert_eq!(rec["subject"], WEB);
     // The closed connection's flow record: identity, bytes, verdict deny.
-    let flow = wait_line(&srv.flows, |v| v["src"]["identity"] == WEB && v["bytes"].as_u64().unwrap_or(0) > 0).await;
+    let flow = wait_line(&srv.flows, |v| {
+        v["src"]["identity"] == WEB && v["bytes"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
     assert_eq!(flow["verdict"], "deny");
     assert_eq!(flow["dst"]["identity"], SERVER);
     assert_eq!(flow["protocol"], "TCP");
@@ -706,7 +735,9 @@ async fn bad_input_is_refused_counted_and_others_keep_being_served() {
         .await
         .unwrap();
     let mut resp = Vec::new();
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut resp)).await.unwrap();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut resp))
+        .await
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 400"),
         "{}",
@@ -721,7 +752,9 @@ async fn bad_input_is_refused_counted_and_others_keep_being_served() {
         .write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n").as_bytes())
         .await;
     let mut resp = Vec::new();
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut resp)).await.unwrap();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut resp))
+        .await
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 431"),
         "{}",

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::io::{Counted, Counters};
+use super::io::{Counted, Counters, SkipEmpty};
 use super::svid::{peer_of, server_config};
 use super::{
     policy_ref, Flow, ListenerHandle, MtlsMode, Protocol, ProxyContext, ProxyError, PEER_ID_HEADER,
@@ -59,8 +59,8 @@ struct Inbound {
 
 /// Pooled plaintext clients to one address: HTTP/1.1, and HTTP/2 with prior knowledge.
 pub(crate) struct AppClients {
-    pub h1: Client<HttpConnector, Incoming>,
-    pub h2: Client<HttpConnector, Incoming>,
+    pub h1: Client<HttpConnector, SkipEmpty<Incoming>>,
+    pub h2: Client<HttpConnector, SkipEmpty<Incoming>>,
 }
 
 impl AppClients {
@@ -573,7 +573,7 @@ impl Inbound {
         if !h2 {
             parts.version = Version::HTTP_11;
         }
-        let out = HttpRequest::from_parts(parts, body);
+        let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
         let res = if h2 {
             self.app.h2.request(out).await
         } else {
@@ -593,7 +593,7 @@ impl Inbound {
                 );
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
-                Response::from_parts(rp, rb.boxed())
+                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
             }
             Err(e) => {
                 self.ctx.metrics.upstream_error(DIRECTION);

@@ -92,3 +92,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// A body that drops empty, non-final DATA frames. They carry nothing, and
+/// an HTTP/2 peer closes a connection that receives too many of them: on a
+/// pooled connection shared by many requests one chatty app would
+/// otherwise break everyone's requests.
+pub(crate) struct SkipEmpty<B> {
+    inner: B,
+}
+
+impl<B> SkipEmpty<B> {
+    pub fn new(inner: B) -> Self {
+        SkipEmpty { inner }
+    }
+}
+
+impl<B> hyper::body::Body for SkipEmpty<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => {
+                    if f.data_ref().is_some_and(|d| d.is_empty()) {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

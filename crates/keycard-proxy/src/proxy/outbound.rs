@@ -31,7 +31,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::inbound::{http_builder, http_error_reason, simple, strip_hop_by_hop, Body};
-use super::io::Counted;
+use super::io::{Counted, SkipEmpty};
 use super::svid::{client_config, Expected};
 use super::{ListenerHandle, Protocol, ProxyContext, ProxyError, REASON_HEADER};
 
@@ -174,8 +174,8 @@ impl AsyncWrite for MtlsStream {
 
 /// Pooled mTLS clients to the upstream: HTTP/1.1 and HTTP/2.
 pub struct UpstreamClients {
-    h1: Client<MtlsConnector, Incoming>,
-    h2: Client<MtlsConnector, Incoming>,
+    h1: Client<MtlsConnector, SkipEmpty<Incoming>>,
+    h2: Client<MtlsConnector, SkipEmpty<Incoming>>,
     authority: String,
 }
 
@@ -353,7 +353,7 @@ impl Outbound {
         if !h2 {
             parts.version = Version::HTTP_11;
         }
-        let out = HttpRequest::from_parts(parts, body);
+        let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
         let res = if h2 {
             self.upstream.h2.request(out).await
         } else {
@@ -373,7 +373,7 @@ impl Outbound {
                 );
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
-                Response::from_parts(rp, rb.boxed())
+                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
             }
             Err(e) => {
                 self.ctx.metrics.upstream_error(DIRECTION);

@@ -23,12 +23,12 @@ use keycard_core::SpiffeId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::TrustAnchor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use rustls::pki_types::TrustAnchor;
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
