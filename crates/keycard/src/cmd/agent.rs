@@ -1,0 +1,93 @@
+//! `keycard agent`: the node agent, apart from the server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use keycard_server::remote_agent::{read_pem_certs, start_agent, AgentConfig, NODE_FILE};
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Runs the agent of one node: it attests to the server once with a join token
+(the node key, 0600, and node SVID stay in --data-dir; later starts need no
+token), syncs registration entries, the trust bundle and revocations over mTLS
+as they change, keeps the SVIDs of this node's workloads (their keys never
+leave the node), renews them at about half-life, and serves the SPIFFE Workload
+API and Envoy SDS on --socket. While the server is away it keeps serving what it
+holds and reconnects with backoff.
+
+Examples:
+  keycard agent --server https://server:8443 --trust-bundle bundle.pem \\
+      --join-token <token> --data-dir /var/lib/keycard-agent
+  SPIFFE_ENDPOINT_SOCKET=unix:///var/lib/keycard-agent/agent.sock my-spiffe-app")]
+pub struct AgentArgs {
+    /// The server: https://host:port.
+    #[arg(long, value_name = "URL", env = "KEYCARD_SERVER")]
+    pub server: String,
+    /// PEM roots to trust the server with (the server's bundle.pem).
+    #[arg(long, value_name = "FILE")]
+    pub trust_bundle: PathBuf,
+    /// A join token (`keycard token generate`), for the first start.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KEYCARD_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub join_token: Option<String>,
+    /// State directory: node key and SVID [default: .keycard-agent].
+    #[arg(long, value_name = "DIR", env = "KEYCARD_AGENT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Workload API + SDS socket [default: <data-dir>/agent.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket, octal.
+    #[arg(long, value_name = "MODE", default_value = "666")]
+    pub socket_mode: String,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(".keycard-agent"));
+    let bundle = read_pem_certs(&args.trust_bundle).context("--trust-bundle")?;
+    let mode = u32::from_str_radix(&args.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--socket-mode: {:?} is not an octal permission mode",
+                args.socket_mode
+            )
+        })?;
+    let mut config = AgentConfig::new(&args.server, bundle, &data_dir);
+    config.join_token = args.join_token;
+    config.socket_mode = mode;
+    if let Some(s) = args.socket {
+        config.socket = Some(s);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let running = start_agent(config).await.context("keycard agent")?;
+        let socket = running
+            .socket
+            .as_ref()
+            .map(|s| std::path::absolute(s).unwrap_or_else(|_| s.clone()));
+        super::emit(&format!(
+            "keycard agent is up: {}\n  server              {}\n  Workload API + SDS  unix://{}\n  node SVID           {}\nStop with Ctrl-C.\n",
+            running.agent.agent_id(),
+            args.server,
+            socket.map(|s| s.display().to_string()).unwrap_or_default(),
+            data_dir.join(NODE_FILE).display(),
+        ))?;
+        super::server::wait_for_signal().await;
+        eprintln!("stopping");
+        running.shutdown(Duration::from_secs(5)).await;
+        Ok(0)
+    })
+}
