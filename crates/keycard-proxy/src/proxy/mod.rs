@@ -32,6 +32,7 @@ pub mod inbound;
 mod io;
 pub mod metrics;
 pub mod outbound;
+pub mod run;
 pub mod source;
 pub mod svid;
 
