@@ -298,6 +298,15 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("{label}/deployment"), |b| {
             b.iter(|| ev.evaluate(black_box(deployment)).unwrap())
         });
+        // The same object as `keycard check` evaluates it: an inventory
+        // object, whose conversion to regorus values is made once.
+        assert_eq!(
+            ev.evaluate_nth(0, deployment).unwrap().len(),
+            findings.len()
+        );
+        g.bench_function(format!("{label}/deployment/inventory_object"), |b| {
+            b.iter(|| ev.evaluate_nth(0, black_box(deployment)).unwrap())
+        });
         if packs.len() == 2 {
             // An object no pod rule applies to, in a namespace that has its
             // Namespace object: what most of a cluster's objects cost.

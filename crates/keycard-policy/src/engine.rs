@@ -52,6 +52,8 @@ struct RuleInfo {
     meta: RuleMeta,
     /// A built-in rule of scope pod: it fires only when `input.pod` exists.
     needs_pod: bool,
+    /// A built-in rule: always a set (`deny contains ...`), never a boolean.
+    builtin: bool,
 }
 
 impl RuleInfo {
@@ -367,6 +369,7 @@ fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo, builti
                 package: info.package.clone(),
                 kind,
                 needs_pod: builtin && meta.scope == Scope::Pod,
+                builtin,
                 meta,
             });
         }
@@ -645,8 +648,12 @@ fn aggregate_source(package: &str, rules: &[RuleInfo], indices: &[usize]) -> Str
         let r = &rules[i];
         let path = rule_ref(&r.package, r.kind);
         agg.push_str(&format!(
-            "out contains [{i}, v] if {{\n\tx := {path}\n\tis_set(x)\n\tsome v in x\n}}\n\nout contains [{i}, true] if {path} == true\n\n"
+            "out contains [{i}, v] if {{\n\tx := {path}\n\tis_set(x)\n\tsome v in x\n}}\n\n"
         ));
+        if !r.builtin {
+            // The team's rules may also be booleans (`deny if ...`).
+            agg.push_str(&format!("out contains [{i}, true] if {path} == true\n\n"));
+        }
     }
     agg
 }
