@@ -629,11 +629,13 @@ pub fn decide(req: &AdmissionRequest, evaluated: Evaluated, config: &WebhookConf
         }
         Evaluated::Findings(f) => (f, None),
     };
-    let blocking: Vec<Finding> = findings
+    let mut blocking: Vec<Finding> = findings
         .iter()
         .filter(|f| is_blocking(f, config))
         .cloned()
         .collect();
+    // The most severe first: the message and the record lead with it.
+    blocking.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let mut warn_lines: Vec<String> = Vec::new();
     if config.dry_run && !blocking.is_empty() {
         for f in &blocking {
