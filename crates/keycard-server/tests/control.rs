@@ -214,3 +214,47 @@ async fn grants_need_another_approver_raise_roles_and_expire_and_posture_expires
         );
     }
 }
+
+/// A redaction persisted with the data directory's decision log (as
+/// `keycard audit append --mask` leaves it) is applied by the server too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_applies_the_logs_persisted_redaction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("kc");
+    let r = keycard_audit::Redaction::new()
+        .rule("change.attributes", keycard_audit::RedactAction::Mask)
+        .unwrap();
+    drop(keycard_server::decisions::open_with(&dir, None, Some((r, None))).unwrap());
+    let o = Overrides {
+        data_dir: Some(dir.clone()),
+        trust_domain: Some("red.test".into()),
+        api_listen: Some("127.0.0.1:0".into()),
+        no_admission: true,
+        ..Overrides::default()
+    };
+    let up = keycard_server::start(UpConfig::parse("", "test", &o).unwrap())
+        .await
+        .unwrap();
+    let admin = connect_data_dir(&dir).unwrap().client;
+    let set = admin
+        .call(
+            Method::POST,
+            "/v1/posture",
+            Some(&json!({"subject": "spiffe://red.test/a", "attributes": {"location": "Lisbon"}, "ttl_secs": 60})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.status, 201);
+    up.shutdown(Duration::from_secs(5)).await;
+    use keycard_store::{AuditStore, EntryFilter};
+    let log = keycard_store::SqliteStore::open(dir.join("audit.db")).unwrap();
+    let stored: Vec<String> = log
+        .query(&EntryFilter::default())
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8(r.data.clone()).unwrap())
+        .collect();
+    let posture = stored.iter().find(|r| r.contains("posture.set")).unwrap();
+    assert!(!posture.contains("Lisbon"), "{posture}");
+    assert!(posture.contains("****"), "{posture}");
+}

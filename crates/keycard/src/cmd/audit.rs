@@ -17,11 +17,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use keycard_audit::export::{ocsf_event, otlp_request};
 use keycard_audit::record::parse_rfc3339_ms;
 use keycard_audit::{
-    AuditError, CheckpointPolicy, DecisionLog, Ed25519Signer, Ed25519Verifier, Record,
-    RedactAction, Redaction, RedactionConfig, Tamper, VerifierSet,
+    AuditError, CheckpointPolicy, DecisionLog, Ed25519Verifier, Record, RedactAction, Redaction,
+    Tamper, VerifierSet,
 };
 use keycard_store::{AuditStore, EntryFilter, SqliteOptions, SqliteStore, StoreError};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::emit;
 
@@ -271,35 +271,28 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<u8> {
     }
 }
 
+use keycard_server::decisions;
+
 fn db_path(d: &DirArgs) -> PathBuf {
-    d.data_dir.join("audit.db")
+    decisions::db_path(&d.data_dir)
 }
 
 fn key_path(d: &DirArgs) -> PathBuf {
-    d.data_dir.join("audit.key")
+    decisions::key_path(&d.data_dir)
 }
 
 fn pub_path(d: &DirArgs) -> PathBuf {
-    d.data_dir.join("audit.pub")
+    decisions::pub_path(&d.data_dir)
 }
 
-/// Writes `text` to a new file with `mode`, refusing to overwrite.
-fn write_new(path: &Path, text: impl AsRef<[u8]>, mode: u32) -> anyhow::Result<()> {
-    let mut o = fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(mode);
+/// Creates the signing key and verifier key if absent; returns whether it did.
+fn ensure_key(d: &DirArgs, origin: &str) -> anyhow::Result<bool> {
+    create_dir(&d.data_dir)?;
+    let created = decisions::ensure_signing_key(&d.data_dir, origin)?;
+    if created {
+        info!(origin, "created the decision log signing key");
     }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_ref())?;
-    f.sync_all()?;
-    Ok(())
+    Ok(created)
 }
 
 fn create_dir(dir: &Path) -> anyhow::Result<()> {
@@ -312,46 +305,6 @@ fn create_dir(dir: &Path) -> anyhow::Result<()> {
     }
     b.create(dir)
         .with_context(|| format!("creating data directory {}", dir.display()))
-}
-
-/// Creates the signing key and verifier key if absent; returns whether it did.
-fn ensure_key(d: &DirArgs, origin: &str) -> anyhow::Result<bool> {
-    if key_path(d).exists() {
-        return Ok(false);
-    }
-    create_dir(&d.data_dir)?;
-    let key = Ed25519Signer::generate(origin)
-        .map_err(|e| anyhow!("origin {origin:?} cannot name a signing key: {e}"))?;
-    write_new(&key_path(d), format!("{}\n", key.to_private_key()), 0o600)?;
-    let pub_file = pub_path(d);
-    if pub_file.exists() {
-        fs::remove_file(&pub_file)?;
-    }
-    write_new(&pub_file, format!("{}\n", key.verifier()), 0o644)?;
-    info!(origin, "created the decision log signing key");
-    Ok(true)
-}
-
-fn read_signer(d: &DirArgs) -> anyhow::Result<Ed25519Signer> {
-    let path = key_path(d);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(m) = fs::metadata(&path) {
-            if m.permissions().mode() & 0o077 != 0 {
-                warn!(path = %path.display(), "the signing key is readable by others: chmod 600 it");
-            }
-        }
-    }
-    let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading the signing key {} (run `keycard audit init`)",
-            path.display()
-        )
-    })?;
-    // The key text is a secret: the error must not quote it.
-    Ed25519Signer::from_private_key(text.trim())
-        .map_err(|e| anyhow!("{} is not a signing key: {e}", path.display()))
 }
 
 fn read_verifier(d: &DirArgs, key: Option<&str>) -> anyhow::Result<Ed25519Verifier> {
@@ -411,83 +364,11 @@ fn open_log_with(
     max_size_mib: Option<u64>,
     requested: Option<(Redaction, Option<&Path>)>,
 ) -> anyhow::Result<DecisionLog<SqliteStore>> {
-    ensure_key(d, "keycard/decisions")?;
-    let signer = read_signer(d)?;
-    let origin = keycard_audit::Signer::name(&signer).to_string();
-    let mut store = open_store(d, max_size_mib)?;
-    let redaction = log_redaction(d, &mut store, requested)?;
-    Ok(DecisionLog::open(origin, store, Box::new(signer))?.with_redaction(redaction))
-}
-
-/// Where the log's redaction is kept among its settings.
-const REDACTION_SETTING: &str = "redaction";
-
-/// The HMAC key of a keyed redaction, beside the signing key (0600).
-fn hash_key_path(d: &DirArgs) -> PathBuf {
-    d.data_dir.join("audit.hash-key")
-}
-
-/// The redaction every writer of the log applies. The first writer that
-/// asks for one (`append --hash/--mask`) persists it in the log's
-/// database (the rules and the key's digest, never the key; the key is
-/// copied to `audit.hash-key` in the data directory); from then on every
-/// writer applies it, and one that asks for other rules is refused rather
-/// than storing values hashed or masked differently.
-fn log_redaction(
-    d: &DirArgs,
-    store: &mut SqliteStore,
-    requested: Option<(Redaction, Option<&Path>)>,
-) -> anyhow::Result<Redaction> {
-    let persisted: Option<RedactionConfig> = match store.audit_setting(REDACTION_SETTING)? {
-        Some(text) => Some(
-            serde_json::from_str(&text)
-                .context("the redaction persisted with the decision log is unreadable")?,
-        ),
-        None => None,
-    };
-    let read_key = |file: Option<&Path>| -> anyhow::Result<Option<Vec<u8>>> {
-        let stored = hash_key_path(d);
-        match file {
-            Some(f) => Ok(Some(
-                fs::read(f).with_context(|| format!("reading {}", f.display()))?,
-            )),
-            None if stored.exists() => {
-                Ok(Some(fs::read(&stored).with_context(|| {
-                    format!("reading {}", stored.display())
-                })?))
-            }
-            None => Ok(None),
-        }
-    };
-    match (persisted, requested) {
-        (None, None) => Ok(Redaction::new()),
-        (None, Some((r, key_file))) => {
-            if let Some(f) = key_file {
-                if !hash_key_path(d).exists() {
-                    let key = fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-                    write_new(&hash_key_path(d), key, 0o600)?;
-                }
-            }
-            store.set_audit_setting(REDACTION_SETTING, &serde_json::to_string(&r.config())?)?;
-            info!("persisted the log's redaction: every writer of this log applies it");
-            Ok(r)
-        }
-        (Some(p), None) => {
-            let key = read_key(None)?;
-            Ok(Redaction::from_config(&p, key.as_deref())
-                .context("applying the redaction persisted with the decision log")?)
-        }
-        (Some(p), Some((r, _))) => {
-            if r.config() != p {
-                bail!(
-                    "this log's redaction is already set ({}), and every writer applies it: \
-                     drop --hash/--mask/--hash-key-file, or give the same rules and key",
-                    serde_json::to_string(&p)?
-                );
-            }
-            Ok(r)
-        }
-    }
+    Ok(decisions::open_with(
+        &d.data_dir,
+        max_size_mib.map(|m| m * 1024 * 1024),
+        requested,
+    )?)
 }
 
 fn init(a: InitArgs) -> anyhow::Result<u8> {
