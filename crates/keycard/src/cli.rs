@@ -34,11 +34,20 @@ pub enum Command {
     /// The tamper-evident decision log: append, verify, why, query, export, prune.
     #[command(subcommand)]
     Audit(crate::cmd::audit::AuditCommand),
+    /// The Kubernetes admission webhook: serve it, print its ValidatingWebhookConfiguration.
+    #[command(subcommand)]
+    Admission(crate::cmd::admission::AdmissionCommand),
     /// Enforcement: the Envoy ext_authz decision point over keycard's authorization policies.
     #[command(subcommand)]
     Authz(crate::cmd::authz::AuthzCommand),
+    /// Enforcement: the identity-aware mTLS sidecar proxy (inbound and outbound listeners).
+    Proxy(crate::cmd::proxy::ProxyArgs),
     /// Run a whole trust domain on this machine: CA, API, agent (Workload API, SDS).
     Up(crate::cmd::up::UpArgs),
+    /// Run the server alone (CA, API, node API), SQLite or PostgreSQL, for remote agents.
+    Server(crate::cmd::server::ServerArgs),
+    /// Run a node agent: attest, sync from the server, serve the Workload API and SDS.
+    Agent(crate::cmd::agent::AgentArgs),
     /// Registration entries: which workloads get which SPIFFE ID.
     #[command(subcommand)]
     Entry(crate::cmd::entry::EntryCommand),

@@ -2,6 +2,8 @@
 
 use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
+pub mod admission;
+pub mod agent;
 pub mod audit;
 pub mod authz;
 mod check;
@@ -9,6 +11,8 @@ pub mod entry;
 mod flows;
 mod netpol;
 mod policy;
+pub mod proxy;
+pub mod server;
 pub mod token;
 pub mod up;
 
@@ -26,8 +30,12 @@ pub fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Flows(FlowsCommand::Ingest(args)) => flows::ingest(args),
         Command::Flows(FlowsCommand::Graph(args)) => flows::graph(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Admission(cmd) => admission::run(cmd),
         Command::Authz(cmd) => authz::run(cmd),
+        Command::Proxy(args) => proxy::run(args),
         Command::Up(args) => up::run(args),
+        Command::Server(args) => server::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Entry(cmd) => entry::run(cmd),
         Command::Token(cmd) => token::run(cmd),
     }
