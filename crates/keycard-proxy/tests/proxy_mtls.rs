@@ -115,6 +115,12 @@ async fn app(hits: Arc<AtomicU64>) -> SocketAddr {
                             seen.join(",")
                         };
                         let version = format!("{:?}", req.version());
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .map(|v| v.to_str().unwrap().to_string())
+                            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                            .unwrap_or_default();
                         let grpc = req
                             .headers()
                             .get("content-type")
@@ -136,6 +142,7 @@ async fn app(hits: Arc<AtomicU64>) -> SocketAddr {
                         r.headers_mut().insert("x-seen-peer", seen.parse().unwrap());
                         r.headers_mut()
                             .insert("x-seen-version", version.parse().unwrap());
+                        r.headers_mut().insert("x-seen-host", host.parse().unwrap());
                         if grpc {
                             r.headers_mut()
                                 .insert("content-type", "application/grpc".parse().unwrap());
@@ -366,6 +373,8 @@ async fn http1_http2_and_grpc_cross_two_proxies_with_the_verified_identity() {
     assert_eq!(g.status, 200, "{:?}", g.body);
     assert_eq!(hdr(&g, "x-seen-peer"), WEB);
     assert_eq!(hdr(&g, "x-seen-version"), "HTTP/1.1");
+    // The Host the app asked for survives both hops.
+    assert_eq!(hdr(&g, "x-seen-host"), out.addr.to_string());
 
     // HTTP/2 with a body.
     let req = Request::post(format!("http://{}/upload", out.addr))
@@ -406,6 +415,9 @@ async fn http1_http2_and_grpc_cross_two_proxies_with_the_verified_identity() {
     assert_eq!(rec["policy"], "prod/api-allow-web");
     assert_eq!(rec["attributes"]["transport"], "mtls");
     assert_eq!(rec["attributes"]["protocol"], "grpc");
+    // Over HTTP/2 the inbound decides on the :authority the caller's app used.
+    let rec = wait_line(&srv.decisions, |v| v["action"] == "POST /upload").await;
+    assert_eq!(rec["attributes"]["host"], out.addr.to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

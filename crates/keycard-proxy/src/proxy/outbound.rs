@@ -340,16 +340,23 @@ impl Outbound {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
+        let h2 = parts.version == Version::HTTP_2;
+        // The connector always dials the upstream; the URI's authority is
+        // the pool key and, over HTTP/2, the :authority the upstream sees,
+        // so HTTP/2 keeps the app's own (HTTP/1.1 keeps its Host header).
+        let authority = match parts.uri.authority() {
+            Some(a) if h2 => a.as_str().to_string(),
+            _ => self.upstream.authority.clone(),
+        };
         let Ok(uri) = Uri::builder()
             .scheme("http")
-            .authority(self.upstream.authority.as_str())
+            .authority(authority)
             .path_and_query(pq)
             .build()
         else {
             return simple(StatusCode::BAD_REQUEST, "bad request target");
         };
         parts.uri = uri;
-        let h2 = parts.version == Version::HTTP_2;
         if !h2 {
             parts.version = Version::HTTP_11;
         }
