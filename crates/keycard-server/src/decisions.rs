@@ -77,11 +77,7 @@ pub fn ensure_signing_key(dir: &Path, origin: &str) -> Result<bool, DecisionLogE
         path: key_path(dir).display().to_string(),
         reason: format!("origin {origin:?} cannot name a signing key: {e}"),
     })?;
-    write_new(
-        &key_path(dir),
-        format!("{}\n", key.to_private_key()),
-        0o600,
-    )?;
+    write_new(&key_path(dir), format!("{}\n", key.to_private_key()), 0o600)?;
     let p = pub_path(dir);
     if p.exists() {
         std::fs::remove_file(&p).map_err(|source| DecisionLogError::File {
