@@ -206,6 +206,12 @@ pub struct CheckArgs {
     /// Largest input file read, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_file_mib: u64,
+    /// Also record one decision per object checked in the tamper-evident
+    /// decision log in DIR (audit.db, audit.key; see `keycard audit`). If the
+    /// log cannot take them, the check fails (exit 2): no decision without
+    /// evidence.
+    #[arg(long, value_name = "DIR")]
+    pub audit_log: Option<PathBuf>,
     /// Never draw a progress bar.
     #[arg(long)]
     pub no_progress: bool,

@@ -196,6 +196,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         report.exceptions_file = Some(ex.file.clone());
     }
 
+    if let Some(dir) = &args.audit_log {
+        let n = record_decisions(dir, &loaded.objects, &report)
+            .with_context(|| format!("recording decisions in {}", dir.display()))?;
+        tracing::info!(records = n, dir = %dir.display(), "decisions recorded");
+    }
+
     let text = match args.output {
         CheckOutput::Human => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -225,4 +231,88 @@ pub fn run(args: CheckArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(report.exit_code() as u8)
+}
+
+/// One decision record per object: deny when a finding blocks it (the most
+/// severe one names the policy and rule), allow otherwise, with the
+/// findings in `attributes` and a digest of the object as the input.
+fn record_decisions(
+    dir: &std::path::Path,
+    objects: &[keycard_k8s::Object],
+    report: &CheckReport,
+) -> anyhow::Result<usize> {
+    use keycard_audit::{input_digest, EnforcementPoint, Outcome, Record};
+    use std::collections::HashMap;
+
+    let mut by_object: HashMap<(&str, usize), Vec<&keycard_policy::Finding>> = HashMap::new();
+    for f in &report.findings {
+        by_object
+            .entry((f.file.as_str(), f.line))
+            .or_default()
+            .push(f);
+    }
+    let subject = std::env::var("KEYCARD_ACTOR")
+        .or_else(|_| std::env::var("GITHUB_ACTOR"))
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "ci".to_string());
+    let revision = format!("keycard/{}", env!("CARGO_PKG_VERSION"));
+    let mut records = Vec::with_capacity(objects.len());
+    for o in objects {
+        let findings = by_object
+            .get(&(&*o.source.file, o.source.line))
+            .cloned()
+            .unwrap_or_default();
+        let blocking = findings
+            .iter()
+            .filter(|f| f.blocks(report.fail_on))
+            .max_by_key(|f| f.severity);
+        let bytes = serde_json::to_vec(&o.value)?;
+        let summary: Vec<serde_json::Value> = findings
+            .iter()
+            .take(64)
+            .map(|f| {
+                serde_json::json!({
+                    "rule": f.rule,
+                    "severity": f.severity.as_str(),
+                    "excepted": f.exception.is_some(),
+                    "blocks": f.blocks(report.fail_on),
+                })
+            })
+            .collect();
+        records.push(Record {
+            action: "check".into(),
+            actor: None,
+            attributes: Some(serde_json::json!({
+                "file": &*o.source.file,
+                "line": o.source.line,
+                "findings": summary,
+            })),
+            bundle_revision: revision.clone(),
+            change: None,
+            id: String::new(),
+            index: 0,
+            input_digest: input_digest(&bytes),
+            outcome: if blocking.is_some() {
+                Outcome::Deny
+            } else {
+                Outcome::Allow
+            },
+            point: EnforcementPoint::Check,
+            policy: blocking.map(|f| f.policy.clone()).unwrap_or_default(),
+            reason: blocking.map_or_else(
+                || format!("{} findings, none blocking", findings.len()),
+                |f| f.message.clone(),
+            ),
+            resource: o.resource_ref().to_string(),
+            rule: blocking.map(|f| f.rule.clone()).unwrap_or_default(),
+            subject: subject.clone(),
+            time: String::new(),
+            v: 0,
+        });
+    }
+    let mut log = keycard_server::decisions::open(dir)?;
+    let n = records.len();
+    log.append(records)?;
+    log.checkpoint()?;
+    Ok(n)
 }
