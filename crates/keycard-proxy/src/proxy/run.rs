@@ -147,7 +147,9 @@ pub async fn start(cfg: ProxyConfig) -> Result<Running, ProxyError> {
                 .map_err(|e| ProxyError::Config(format!("policies: {e}")))?,
         ),
         None => {
-            tracing::warn!("no --policy-dir: every peer with a valid SVID is allowed");
+            if !cfg.inbound.is_empty() {
+                tracing::warn!("no --policy-dir: every peer with a valid SVID is allowed");
+            }
             Arc::new(PolicyStore::fixed(
                 crate::loader::compile_str("none", "", cfg.default_mode)
                     .map_err(|e| ProxyError::Config(e.to_string()))?,
