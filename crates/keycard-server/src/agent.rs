@@ -232,6 +232,34 @@ impl LocalAgent {
     }
 }
 
+/// The Workload API's view of a bundle set: DER authorities and the JWKS
+/// of each trust domain (shared by the local and the remote agent).
+pub(crate) fn bundle_materials(set: &BundleSet) -> BTreeMap<TrustDomain, BundleMaterial> {
+    set.iter()
+        .map(|b| {
+            (
+                b.trust_domain.clone(),
+                BundleMaterial {
+                    x509_authorities: b.x509_authorities.iter().map(|c| c.to_vec()).collect(),
+                    jwks: b.to_json().into_bytes(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Validates a JWT-SVID against `set`, as the Workload API's
+/// `ValidateJWTSVID` answers it.
+pub(crate) fn validate_jwt_with(
+    set: &BundleSet,
+    token: &str,
+    audience: &str,
+) -> Result<(SpiffeId, serde_json::Map<String, serde_json::Value>), SourceError> {
+    let claims = validate_jwt_svid(token, set, audience, SystemTime::now())
+        .map_err(|e| SourceError::Invalid(e.to_string()))?;
+    Ok((claims.spiffe_id, claims.claims))
+}
+
 impl IdentitySource for LocalAgent {
     fn x509_svids(&self, selectors: &[Selector]) -> Result<Vec<X509SvidMaterial>, SourceError> {
         let now = unix(SystemTime::now());
@@ -286,18 +314,7 @@ impl IdentitySource for LocalAgent {
     }
 
     fn bundles(&self) -> BTreeMap<TrustDomain, BundleMaterial> {
-        self.bundle_set()
-            .iter()
-            .map(|b| {
-                (
-                    b.trust_domain.clone(),
-                    BundleMaterial {
-                        x509_authorities: b.x509_authorities.iter().map(|c| c.to_vec()).collect(),
-                        jwks: b.to_json().into_bytes(),
-                    },
-                )
-            })
-            .collect()
+        crate::agent::bundle_materials(&self.bundle_set())
     }
 
     fn validate_jwt(
@@ -305,9 +322,7 @@ impl IdentitySource for LocalAgent {
         token: &str,
         audience: &str,
     ) -> Result<(SpiffeId, serde_json::Map<String, serde_json::Value>), SourceError> {
-        let claims = validate_jwt_svid(token, &self.bundle_set(), audience, SystemTime::now())
-            .map_err(|e| SourceError::Invalid(e.to_string()))?;
-        Ok((claims.spiffe_id, claims.claims))
+        crate::agent::validate_jwt_with(&self.bundle_set(), token, audience)
     }
 
     fn updates(&self) -> watch::Receiver<u64> {

@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
 use keycard_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
-use keycard_identity::{validate_jwt_svid, BundleSet, RevocationSet, TrustBundle};
+use keycard_identity::{BundleSet, RevocationSet, TrustBundle};
 use keycard_workload_api::{
     BundleMaterial, CompositeAttestor, IdentitySource, JwtSvidMaterial, SourceError, UnixAttestor,
     X509SvidMaterial,
@@ -1320,18 +1320,7 @@ impl IdentitySource for RemoteAgent {
     }
 
     fn bundles(&self) -> BTreeMap<TrustDomain, BundleMaterial> {
-        self.bundle_set()
-            .iter()
-            .map(|b| {
-                (
-                    b.trust_domain.clone(),
-                    BundleMaterial {
-                        x509_authorities: b.x509_authorities.iter().map(|c| c.to_vec()).collect(),
-                        jwks: b.to_json().into_bytes(),
-                    },
-                )
-            })
-            .collect()
+        crate::agent::bundle_materials(&self.bundle_set())
     }
 
     fn validate_jwt(
@@ -1339,9 +1328,7 @@ impl IdentitySource for RemoteAgent {
         token: &str,
         audience: &str,
     ) -> Result<(SpiffeId, serde_json::Map<String, serde_json::Value>), SourceError> {
-        let claims = validate_jwt_svid(token, &self.bundle_set(), audience, SystemTime::now())
-            .map_err(|e| SourceError::Invalid(e.to_string()))?;
-        Ok((claims.spiffe_id, claims.claims))
+        crate::agent::validate_jwt_with(&self.bundle_set(), token, audience)
     }
 
     fn updates(&self) -> watch::Receiver<u64> {
