@@ -21,6 +21,7 @@ use crate::error::{EvalError, PolicyError};
 use crate::finding::{Enforcement, Finding};
 use crate::gatekeeper::GatekeeperLibrary;
 use crate::metadata::{parse_annotations, ModuleInfo, RuleMeta, Scope, OUTPUT_RULES};
+use crate::native::{self, NativeInventory, RuleFn};
 use crate::packs;
 
 /// The newest Pod Security Standards version the packs know (v1.N).
@@ -74,6 +75,8 @@ impl RuleInfo {
 struct Dispatch {
     /// Per class: the program, or `None` when no rule applies.
     programs: Vec<Option<Arc<Program>>>,
+    /// Per class: the indices (in `Compiled::rules`) of its rules.
+    class_rules: Vec<Vec<usize>>,
     /// (has pod, kind) of every kind some rule names, to its class.
     by_kind: BTreeMap<(bool, String), usize>,
     /// The class of kinds no rule names, without and with a pod.
@@ -141,6 +144,7 @@ pub struct PolicySetBuilder<'a> {
     memory_limit: Option<u64>,
     inventory: Option<&'a [Object]>,
     no_dispatch: bool,
+    no_fast_path: bool,
 }
 
 impl<'a> PolicySetBuilder<'a> {
@@ -204,6 +208,14 @@ impl<'a> PolicySetBuilder<'a> {
         self
     }
 
+    /// Evaluate the built-in packs on regorus alone, without their native
+    /// fast path (the reference the fast path is tested against). Also set
+    /// by the environment variable `KEYCARD_NO_FAST_PATH`.
+    pub fn without_fast_path(mut self) -> Self {
+        self.no_fast_path = true;
+        self
+    }
+
     /// Every object of the run, for rules that look across objects.
     pub fn inventory(mut self, objects: &'a [Object]) -> Self {
         self.inventory = Some(objects);
@@ -226,6 +238,9 @@ impl<'a> PolicySetBuilder<'a> {
         let mut params = Map::new();
         let mut loaded_dirs: Vec<&str> = Vec::new();
         let mut prefixes: Vec<(&'static str, &'static str)> = Vec::new();
+        // Package (and file) to (file, fingerprint of its text), for the
+        // fast path.
+        let mut fingerprints: BTreeMap<String, (String, u64)> = BTreeMap::new();
         for name in &self.packs {
             let pack = packs::find(name).ok_or_else(|| PolicyError::UnknownPack(name.clone()))?;
             if pack.name == "pss-restricted" {
@@ -257,6 +272,11 @@ impl<'a> PolicySetBuilder<'a> {
                 engine
                     .add_policy(file.clone(), text.to_string())
                     .map_err(|e| PolicyError::Compile(e.to_string()))?;
+                fingerprints.insert(
+                    info.package.clone(),
+                    (file.clone(), native::fingerprint(text)),
+                );
+                fingerprints.insert(file.clone(), (file.clone(), native::fingerprint(text)));
                 builtin_rules.push((file, info));
             }
         }
@@ -284,6 +304,11 @@ impl<'a> PolicySetBuilder<'a> {
             None
         } else {
             Some(finish(engine, rules, timer, memory, !self.no_dispatch)?)
+        };
+        let fast_path = !self.no_fast_path && std::env::var_os("KEYCARD_NO_FAST_PATH").is_none();
+        let native_rules = match &builtin {
+            Some(c) if fast_path => Some(native_rules(&c.rules, &fingerprints)),
+            _ => None,
         };
 
         // The team's own Rego: conftest-style input (the object itself).
@@ -343,13 +368,103 @@ impl<'a> PolicySetBuilder<'a> {
             pss_version: self.pss_version.unwrap_or(LATEST_PSS_VERSION),
             pss_level,
             converted: Arc::default(),
+            native: None,
         };
+        let mut inventory = NativeInventory::default();
         if let Some(objects) = self.inventory {
             let (inv, converted) = build_inventory_rego(objects);
+            inventory = NativeInventory::from_document(&inv);
             set.set_inventory(inv)?;
             set.converted = Arc::new(converted);
         }
+        set.native = native_rules.map(|fns| {
+            Arc::new(Native {
+                all: (0..fns.len()).collect(),
+                fns,
+                inventory,
+            })
+        });
         Ok(set)
+    }
+}
+
+/// The native twin of each built-in rule, where its Rego and its pack's lib
+/// are the text the twin was checked against.
+fn native_rules(
+    rules: &[RuleInfo],
+    fingerprints: &BTreeMap<String, (String, u64)>,
+) -> Vec<Option<RuleFn>> {
+    let lib_ok = |lib: &str| {
+        native::LIBS
+            .iter()
+            .any(|(f, h)| *f == lib && fingerprints.get(lib).is_some_and(|(_, got)| got == h))
+    };
+    rules
+        .iter()
+        .map(|r| {
+            if r.kind != "deny" {
+                return None;
+            }
+            let (_, lib, hash, f) = native::RULES.iter().find(|(p, ..)| *p == r.package)?;
+            let (file, got) = fingerprints.get(&r.package)?;
+            if got != hash || !lib_ok(lib) {
+                tracing::debug!(
+                    file,
+                    "the Rego differs from the fast path's; regorus evaluates this rule"
+                );
+                return None;
+            }
+            Some(*f)
+        })
+        .collect()
+}
+
+/// The fast path of the built-in rules (see [`crate::native`]).
+struct Native {
+    /// Per rule of `Compiled::rules`, its native twin.
+    fns: Vec<Option<RuleFn>>,
+    /// Every rule index, for a set without dispatch.
+    all: Vec<usize>,
+    inventory: NativeInventory,
+}
+
+impl Native {
+    /// The aggregate's result for the object, the same set of `[rule index,
+    /// finding]` values regorus yields; `None` when regorus must decide.
+    fn evaluate(&self, set: &PolicySet, c: &Compiled, obj: &Object) -> Option<regorus::Value> {
+        let pod = obj.pod_template();
+        let indices: &[usize] = match c.dispatch.as_deref() {
+            Some(d) => d.class_rules.get(d.class(obj.kind(), pod.is_some()))?,
+            None => &self.all,
+        };
+        let mut fns = Vec::with_capacity(indices.len());
+        for &i in indices {
+            fns.push((i, (*self.fns.get(i)?)?));
+        }
+        let pod = match pod {
+            Some(p) => Some(native::Pod::new(p.metadata, p.spec).ok()?),
+            None => None,
+        };
+        let cx = native::Ctx {
+            object: &obj.value,
+            pod,
+            params: &set.params,
+            version: set.pss_version,
+            restricted: !matches!(set.pss_level, Some(PssLevel::Baseline)),
+            inventory: &self.inventory,
+        };
+        let mut out = std::collections::BTreeSet::new();
+        let mut buf = Vec::new();
+        for (i, f) in fns {
+            f(&cx, &mut buf).ok()?;
+            for v in buf.drain(..) {
+                out.insert(regorus::Value::from(vec![
+                    regorus::Value::from(i as u64),
+                    v,
+                ]));
+            }
+        }
+        Some(regorus::Value::from(out))
     }
 }
 
@@ -622,6 +737,7 @@ fn finish(
         (!programs.is_empty()).then(|| {
             Arc::new(Dispatch {
                 programs,
+                class_rules,
                 by_kind,
                 other,
             })
@@ -678,7 +794,7 @@ fn rule_ref(package: &str, rule: &str) -> String {
 }
 
 /// serde_json to regorus without a serialisation round trip.
-fn to_regorus(v: &Value) -> regorus::Value {
+pub(crate) fn to_regorus(v: &Value) -> regorus::Value {
     match v {
         Value::Null => regorus::Value::Null,
         Value::Bool(b) => regorus::Value::from(*b),
@@ -794,6 +910,8 @@ pub struct PolicySet {
     pss_level: Option<PssLevel>,
     /// The inventory's objects, converted once.
     converted: Arc<Vec<Converted>>,
+    /// The built-in rules' fast path, when enabled.
+    native: Option<Arc<Native>>,
 }
 
 impl PolicySet {
@@ -894,7 +1012,26 @@ impl PolicySet {
             set: self.clone(),
             builtin_vm: Runner::new(self.builtin.as_ref()),
             user_vm: Runner::new(self.user.as_ref()),
+            fast_path_evaluations: 0,
         }
+    }
+
+    /// The same set for another Pod Security Standards version (the
+    /// version is only input; nothing is recompiled). For tests.
+    #[doc(hidden)]
+    pub fn with_pss_version(&self, minor: u32) -> PolicySet {
+        let mut s = self.clone();
+        s.pss_version = minor;
+        s
+    }
+
+    /// The same set with the built-in rules evaluated by regorus alone (the
+    /// reference the fast path is tested against). For tests.
+    #[doc(hidden)]
+    pub fn without_fast_path(&self) -> PolicySet {
+        let mut s = self.clone();
+        s.native = None;
+        s
     }
 }
 
@@ -928,9 +1065,17 @@ pub struct Evaluator {
     set: PolicySet,
     builtin_vm: Runner,
     user_vm: Runner,
+    fast_path_evaluations: u64,
 }
 
 impl Evaluator {
+    /// How many objects the built-in rules' fast path decided (the others
+    /// ran on regorus). For tests and benchmarks.
+    #[doc(hidden)]
+    pub fn fast_path_evaluations(&self) -> u64 {
+        self.fast_path_evaluations
+    }
+
     /// Every finding of every rule on one object.
     pub fn evaluate(&mut self, obj: &Object) -> Result<Vec<Finding>, EvalError> {
         self.evaluate_nth(usize::MAX, obj)
@@ -945,7 +1090,8 @@ impl Evaluator {
         let prefix = pod.map(|p| p.path).unwrap_or("");
         // One conversion of the object; the pod, the parameters and the rest
         // are shared references into it.
-        let object = match self.set.converted.get(index) {
+        // Made only when regorus evaluates the object.
+        let converted = |set: &PolicySet| match set.converted.get(index) {
             Some(c)
                 if c.at == std::ptr::from_ref(obj) as usize
                     && c.line == obj.source.line
@@ -955,14 +1101,32 @@ impl Evaluator {
             }
             _ => to_regorus(&obj.value),
         };
-        if self.set.builtin.is_some() {
-            let input = self.set.builtin_input_rego(&object, pod.map(|p| p.path));
-            if let Some(c) = self.set.builtin.as_mut() {
-                run(c, &mut self.builtin_vm, input, obj, prefix, &mut findings)?;
+        let mut object = None;
+        if let Some(c) = self.set.builtin.as_ref() {
+            let fast = self
+                .set
+                .native
+                .as_ref()
+                .and_then(|n| n.evaluate(&self.set, c, obj));
+            match fast {
+                Some(res) => {
+                    self.fast_path_evaluations += 1;
+                    collect(c, &res, obj, prefix, &mut findings)?
+                }
+                None => {
+                    let o = object.get_or_insert_with(|| converted(&self.set));
+                    let input = self.set.builtin_input_rego(o, pod.map(|p| p.path));
+                    if let Some(c) = self.set.builtin.as_mut() {
+                        run(c, &mut self.builtin_vm, input, obj, prefix, &mut findings)?;
+                    }
+                }
             }
         }
-        if let Some(c) = self.set.user.as_mut() {
-            run(c, &mut self.user_vm, object, obj, prefix, &mut findings)?;
+        if self.set.user.is_some() {
+            let o = object.unwrap_or_else(|| converted(&self.set));
+            if let Some(c) = self.set.user.as_mut() {
+                run(c, &mut self.user_vm, o, obj, prefix, &mut findings)?;
+            }
         }
         if let Some(g) = self.set.gatekeeper.as_mut() {
             findings.extend(g.evaluate(obj)?);
@@ -1025,7 +1189,18 @@ fn run(
             }
         }
     };
-    let json = serde_json::to_value(&res).map_err(|e| EvalError {
+    collect(c, &res, obj, prefix, out)
+}
+
+/// The findings of an aggregate result (a set of `[rule index, value]`).
+fn collect(
+    c: &Compiled,
+    res: &regorus::Value,
+    obj: &Object,
+    prefix: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), EvalError> {
+    let json = serde_json::to_value(res).map_err(|e| EvalError {
         policy: String::new(),
         message: e.to_string(),
     })?;

@@ -36,6 +36,7 @@ mod finding;
 pub mod gatekeeper;
 pub mod limits;
 mod metadata;
+mod native;
 pub mod packs;
 pub mod report;
 pub mod testing;
