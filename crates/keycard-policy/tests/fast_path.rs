@@ -78,6 +78,11 @@ fn compare(
         findings += a.map(|f| f.len()).unwrap_or(0);
     }
     assert_eq!(slow.fast_path_evaluations(), 0);
+    eprintln!(
+        "{what}: {} objects, {findings} findings, {} decided by the fast path",
+        objects.len(),
+        fast.fast_path_evaluations()
+    );
     (objects.len(), findings, fast.fast_path_evaluations())
 }
 
