@@ -44,6 +44,10 @@ pub enum AttestError {
     TokenReview(String),
     #[error("attestor configuration: {0}")]
     Config(String),
+    /// The cluster's keys or its API server could not be reached: the
+    /// token was neither accepted nor refused.
+    #[error("cannot check the token now: {0}")]
+    Unavailable(String),
     #[error("attested identity is not a valid SPIFFE ID or selector: {0}")]
     Identity(String),
 }
@@ -218,6 +222,12 @@ pub struct PsatConfig {
 }
 
 impl PsatConfig {
+    /// Checks the configuration: a cluster name usable in a SPIFFE ID
+    /// path, an audience, at least one allowed service account.
+    pub fn check(&self) -> Result<(), AttestError> {
+        self.validate()
+    }
+
     fn validate(&self) -> Result<(), AttestError> {
         if self.cluster.is_empty()
             || !self
@@ -403,6 +413,8 @@ pub struct TokenReviewStatus {
     pub pod_name: Option<String>,
     pub pod_uid: Option<String>,
     pub node_name: Option<String>,
+    /// `authentication.kubernetes.io/node-uid` (Kubernetes 1.30+).
+    pub node_uid: Option<String>,
     pub error: Option<String>,
 }
 
@@ -463,7 +475,7 @@ pub async fn attest_psat_with_review(
         pod_name: st.pod_name.ok_or_else(|| missing("pod name"))?,
         pod_uid: st.pod_uid.ok_or_else(|| missing("pod uid"))?,
         node_name: st.node_name.ok_or_else(|| missing("node name"))?,
-        node_uid: None,
+        node_uid: st.node_uid,
     };
     psat_node(td, config, &id)
 }

@@ -42,6 +42,7 @@
 pub mod attest;
 pub mod bundle;
 pub mod ca;
+pub mod federation;
 pub mod jose;
 pub mod jwt;
 pub mod keystore;
@@ -57,6 +58,7 @@ pub use bundle::{BundleError, BundleSet, JwtAuthority, TrustBundle};
 pub use ca::{
     Ca, CaConfig, CaError, CaEvent, Expiry, JwtSvid, RootSource, SvidKey, SvidOptions, X509Svid,
 };
+pub use federation::{accept_federated, Backoff, EndpointProfile, RefreshBounds};
 pub use jose::{JwkKey, Jwks, JwtError};
 pub use jwt::{validate_jwt_svid, JwtSvidClaims};
 pub use keystore::{FileKeyStore, KeyStore, KeyStoreError, MemoryKeyStore, PrivateKey};

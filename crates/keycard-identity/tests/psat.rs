@@ -270,6 +270,7 @@ async fn token_review_path() {
         pod_name: Some("keycard-agent-x1".into()),
         pod_uid: Some("pod-uid".into()),
         node_name: Some("node-1".into()),
+        node_uid: None,
         error: None,
     };
     let node = attest_psat_with_review("opaque-token", &td(), &config(), &FakeReview(ok.clone()))
