@@ -741,14 +741,14 @@ fn pss_host_probes(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
         return Ok(());
     }
     for c in &p.containers {
-        let mut handlers: Vec<(String, Option<&Value>)> = Vec::new();
-        for h in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            handlers.push((h.to_string(), c.ctr.get(h)));
-        }
         let lifecycle = c.ctr.get("lifecycle");
-        for h in ["postStart", "preStop"] {
-            handlers.push((format!("lifecycle.{h}"), get(lifecycle, h)?));
-        }
+        let handlers = [
+            ("livenessProbe", c.ctr.get("livenessProbe")),
+            ("readinessProbe", c.ctr.get("readinessProbe")),
+            ("startupProbe", c.ctr.get("startupProbe")),
+            ("lifecycle.postStart", get(lifecycle, "postStart")?),
+            ("lifecycle.preStop", get(lifecycle, "preStop")?),
+        ];
         for (handler, probe) in handlers {
             let Some(probe) = probe else { continue };
             for action in ["httpGet", "tcpSocket"] {
@@ -1533,9 +1533,11 @@ fn zt_image_digest(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
             && [("sha256:", 64usize), ("sha512:", 128)]
                 .iter()
                 .any(|(alg, len)| {
+                    // `count(hex) == length` and `trim(hex, "0123456789abcdef") == ""`:
+                    // all lower-case hex digits, so bytes and characters agree.
                     parts[1].strip_prefix(alg).is_some_and(|hex| {
-                        hex.chars().count() == *len
-                            && hex.chars().all(|ch| "0123456789abcdef".contains(ch))
+                        hex.len() == *len
+                            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
                     })
                 });
         if pinned {
