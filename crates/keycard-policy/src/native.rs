@@ -882,7 +882,7 @@ fn pss_seccomp_baseline(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
 }
 
 /// The selinux rule's `violations(opts)`: [field, value] pairs.
-fn selinux_violations<'a>(opts: Option<&'a Value>, version: u32) -> Vec<(&'static str, &'a Value)> {
+fn selinux_violations(opts: Option<&Value>, version: u32) -> Vec<(&'static str, &Value)> {
     const TYPE_SINCE: &[(&str, u32)] = &[
         ("", 0),
         ("container_t", 0),
@@ -1556,7 +1556,7 @@ fn zt_image_digest(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
             "has a malformed digest"
         } else if tag == Some("latest") {
             "uses the mutable tag :latest"
-        } else if !tag.is_some_and(|t| !t.is_empty()) {
+        } else if tag.is_none_or(str::is_empty) {
             "has no tag, which means :latest"
         } else if match cx.params.get("require_image_digest") {
             Some(Value::Bool(b)) => *b,
