@@ -240,3 +240,23 @@ fn generated_corpus_other_levels_versions_and_parameters() {
         assert!(h * 10 >= n as u64 * 5, "{packs:?}: fast path on {h} of {n}");
     }
 }
+
+/// The 10,000-object corpus `keycard check` is measured on (seed 1), default
+/// packs and parameters: both paths agree object by object, and the total is
+/// the count `keycard check` reports on it. Slow on regorus (about a minute
+/// on a loaded machine): `cargo test --release --test fast_path -- --ignored`.
+#[test]
+#[ignore]
+fn corpus_10k_as_keycard_check() {
+    let objs = corpus(10_000, 1);
+    let set = PolicySetBuilder::new()
+        .pack("pss-restricted")
+        .pack("zero-trust")
+        .inventory(&objs)
+        .build()
+        .unwrap();
+    let (n, f, h) = compare(&set, &objs, true, "10k seed 1");
+    assert_eq!(n, 10_000);
+    assert_eq!(f, 16_395);
+    assert!(h * 10 >= n as u64 * 7, "fast path on {h} of {n}");
+}
