@@ -1,19 +1,22 @@
 //! The inbound listener: in front of the local app.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request as HttpRequest, Response, StatusCode, Uri, Version};
+use http::{Method, Request as HttpRequest, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::io::{Counted, Counters, SkipEmpty};
 use super::svid::{peer_of, server_config};
+use super::tunnel::{self, Tunnels};
 use super::{
     policy_ref, Flow, ListenerHandle, MtlsMode, Protocol, ProxyContext, ProxyError, PEER_ID_HEADER,
     REASON_HEADER,
@@ -55,19 +59,63 @@ struct Inbound {
     app: AppClients,
     conns: Arc<Semaphore>,
     next_request: AtomicU64,
+    /// `cfg.app` as a URI authority, made once.
+    app_authority: http::uri::Authority,
 }
 
-/// Pooled plaintext clients to one address: HTTP/1.1, and HTTP/2 with prior knowledge.
+/// Connects to the app whatever the request's authority: the pool is
+/// keyed by the authority, so an HTTP/2 request keeps the `:authority` the
+/// caller asked for and still reaches the one app behind this listener.
+#[derive(Clone)]
+pub(crate) struct AppConnector {
+    app: SocketAddr,
+    timeout: Duration,
+}
+
+impl AppConnector {
+    pub async fn connect(&self) -> std::io::Result<TcpStream> {
+        match tokio::time::timeout(self.timeout, TcpStream::connect(self.app)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to the app timed out",
+            )),
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for AppConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move { me.connect().await.map(TokioIo::new) })
+    }
+}
+
+/// Pooled plaintext clients to the app: HTTP/1.1, and HTTP/2 with prior knowledge.
 pub(crate) struct AppClients {
-    pub h1: Client<HttpConnector, SkipEmpty<Incoming>>,
-    pub h2: Client<HttpConnector, SkipEmpty<Incoming>>,
+    pub h1: Client<AppConnector, SkipEmpty<Incoming>>,
+    pub h2: Client<AppConnector, SkipEmpty<Incoming>>,
+    pub connector: AppConnector,
 }
 
 impl AppClients {
-    pub fn new(limits: &super::Limits) -> Self {
-        let mut c = HttpConnector::new();
-        c.set_nodelay(true);
-        c.set_connect_timeout(Some(limits.connect_timeout));
+    pub fn new(app: SocketAddr, limits: &super::Limits) -> Self {
+        let c = AppConnector {
+            app,
+            timeout: limits.connect_timeout,
+        };
         let h1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(limits.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
@@ -77,8 +125,12 @@ impl AppClients {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(true)
-            .build(c);
-        AppClients { h1, h2 }
+            .build(c.clone());
+        AppClients {
+            h1,
+            h2,
+            connector: c,
+        }
     }
 }
 
@@ -87,6 +139,8 @@ pub(crate) fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecuto
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
+        // Responses to pipelined requests leave in one write.
+        .pipeline_flush(true)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
@@ -115,9 +169,11 @@ pub async fn start(
     let inbound = Arc::new(Inbound {
         acceptor: TlsAcceptor::from(Arc::new(tls)),
         http: http_builder(&ctx.limits),
-        app: AppClients::new(&ctx.limits),
+        app: AppClients::new(cfg.app, &ctx.limits),
         conns: Arc::new(Semaphore::new(ctx.limits.max_connections)),
         next_request: AtomicU64::new(1),
+        app_authority: http::uri::Authority::try_from(cfg.app.to_string())
+            .map_err(|e| ProxyError::Config(format!("app address {}: {e}", cfg.app)))?,
         ctx,
         cfg,
     });
@@ -154,6 +210,9 @@ async fn accept_loop(inbound: Arc<Inbound>, listener: TcpListener) {
 /// What one connection knows, shared with its requests.
 struct ConnInfo {
     peer_id: Option<String>,
+    /// The own SPIFFE ID when the connection was accepted (the destination
+    /// principal of its requests).
+    own_id: Option<String>,
     serial: Option<String>,
     src: SocketAddr,
     dst: SocketAddr,
@@ -163,6 +222,8 @@ struct ConnInfo {
     denied: AtomicU64,
     in_flight: AtomicU64,
     policy: Mutex<Option<String>>,
+    /// Upgraded requests and CONNECT tunnels, which outlive the HTTP exchange.
+    tunnels: Tunnels,
 }
 
 enum Ended {
@@ -197,6 +258,7 @@ impl Inbound {
             src,
             dst_id: ctx.own_id(),
             dst,
+            local_is_src: false,
             bytes_in: 0,
             bytes_out: 0,
             allowed: 0,
@@ -274,6 +336,7 @@ impl Inbound {
     ) -> ConnInfo {
         ConnInfo {
             peer_id,
+            own_id: self.ctx.own_id(),
             serial,
             src,
             dst,
@@ -283,6 +346,7 @@ impl Inbound {
             denied: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             policy: Mutex::new(None),
+            tunnels: Tunnels::default(),
         }
     }
 
@@ -307,7 +371,7 @@ impl Inbound {
         flow.bytes_out = tx;
         self.ctx.metrics.bytes(DIRECTION, rx, tx);
         if let Some(sink) = &self.ctx.flows {
-            sink.write(&flow.to_json());
+            sink.write(&flow.to_json(&self.ctx.local));
         }
     }
 
@@ -346,8 +410,12 @@ impl Inbound {
                     let inf = inf.clone();
                     async move { Ok::<_, Infallible>(me.request(&inf, req).await) }
                 });
-                let conn = self.http.serve_connection(TokioIo::new(io), svc);
+                let conn = self
+                    .http
+                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
                 tokio::pin!(conn);
+                tokio::pin!(killed);
+                tokio::pin!(idle);
                 tokio::select! {
                     r = &mut conn => {
                         if let Err(e) = r {
@@ -357,10 +425,20 @@ impl Inbound {
                             }
                             tracing::debug!(src = %info.src, error = %e, "inbound connection error");
                         }
-                        Ended::Done
                     }
-                    _ = killed => Ended::Revoked,
-                    _ = idle => Ended::Idle,
+                    _ = &mut killed => return Ended::Revoked,
+                    _ = &mut idle => return Ended::Idle,
+                }
+                // Upgraded requests and CONNECT tunnels carry on after the
+                // HTTP exchange; the connection ends with them.
+                let tunnels = info.tunnels.take();
+                if tunnels.is_empty() {
+                    return Ended::Done;
+                }
+                tokio::select! {
+                    _ = tunnel::join_all(tunnels) => Ended::Done,
+                    _ = &mut killed => Ended::Revoked,
+                    _ = &mut idle => Ended::Idle,
                 }
             }
         }
@@ -431,7 +509,7 @@ impl Inbound {
                 port: Some(info.src.port()),
             },
             destination: Peer {
-                principal: self.ctx.own_id(),
+                principal: info.own_id.clone(),
                 ip: Some(info.dst.ip()),
                 port: Some(info.dst.port()),
             },
@@ -474,6 +552,22 @@ impl Inbound {
             }
             sink.write(&rec);
         }
+        // The decision log (fail closed): a decision it cannot take is refused.
+        let d = match &self.ctx.audit {
+            Some(a)
+                if !a.admit(
+                    SystemTime::now(),
+                    req,
+                    checked.claims.as_ref(),
+                    &d,
+                    spent.as_micros() as u64,
+                    &[("transport", info.transport), ("protocol", protocol)],
+                ) =>
+            {
+                crate::record::unavailable_decision()
+            }
+            _ => d,
+        };
         let allowed = d.is_allowed();
         if allowed {
             info.allowed.fetch_add(1, Ordering::Relaxed);
@@ -507,6 +601,11 @@ impl Inbound {
             (_, true) => "grpc",
             (Version::HTTP_2, _) => "http2",
             _ => "http1",
+        };
+        let connect = parts.method == Method::CONNECT;
+        let upgrade = match parts.version {
+            Version::HTTP_11 if !connect => tunnel::upgrade_of(&parts.headers),
+            _ => None,
         };
         // A client never speaks for the proxy: drop any copy of the identity header.
         strip_headers(&mut parts.headers);
@@ -547,6 +646,9 @@ impl Inbound {
         if !allowed {
             let outcome = "deny";
             self.ctx.metrics.request(DIRECTION, protocol, outcome, None);
+            if crate::record::is_unavailable(&d) {
+                return deny(StatusCode::SERVICE_UNAVAILABLE, crate::record::LOG_UNAVAILABLE);
+            }
             let status = if d.reason == Reason::JwtInvalid {
                 StatusCode::UNAUTHORIZED
             } else {
@@ -554,14 +656,24 @@ impl Inbound {
             };
             return deny(status, &d.reason_header());
         }
+        if connect {
+            return self.connect_tunnel(info, parts, protocol, &d, t0).await;
+        }
         if let Some(id) = &info.peer_id {
             if let Ok(v) = HeaderValue::from_str(id) {
                 parts.headers.insert(PEER_ID_HEADER, v);
             }
         }
+        let h2 = parts.version == Version::HTTP_2 && upgrade.is_none();
+        // HTTP/2 keeps the caller's :authority (the connector dials the app
+        // whatever it says); HTTP/1.1 keeps its Host header.
+        let authority = match parts.uri.authority() {
+            Some(a) if h2 => a.clone(),
+            _ => self.app_authority.clone(),
+        };
         let uri = match Uri::builder()
             .scheme("http")
-            .authority(self.cfg.app.to_string())
+            .authority(authority)
             .path_and_query(path)
             .build()
         {
@@ -569,10 +681,16 @@ impl Inbound {
             Err(_) => return simple(StatusCode::BAD_REQUEST, "bad request target"),
         };
         parts.uri = uri;
-        let h2 = parts.version == Version::HTTP_2;
         if !h2 {
             parts.version = Version::HTTP_11;
         }
+        let on_client = match upgrade {
+            Some(u) => {
+                tunnel::restore_upgrade(&mut parts.headers, u);
+                parts.extensions.remove::<OnUpgrade>()
+            }
+            None => None,
+        };
         let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
         let res = if h2 {
             self.app.h2.request(out).await
@@ -591,8 +709,24 @@ impl Inbound {
                     },
                     Some(t0.elapsed().as_secs_f64()),
                 );
+                let mut resp = resp;
+                let switched = match on_client {
+                    Some(down) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        let up = hyper::upgrade::on(&mut resp);
+                        info.tunnels.push(tokio::spawn(tunnel::splice_upgrades(
+                            down,
+                            up,
+                            "inbound upgrade",
+                        )));
+                        tunnel::upgrade_of(resp.headers())
+                    }
+                    _ => None,
+                };
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
+                if let Some(u) = switched {
+                    tunnel::restore_upgrade(&mut rp.headers, u);
+                }
                 Response::from_parts(rp, SkipEmpty::new(rb).boxed())
             }
             Err(e) => {
@@ -602,6 +736,49 @@ impl Inbound {
                 simple(StatusCode::BAD_GATEWAY, "the app did not answer")
             }
         }
+    }
+}
+
+impl Inbound {
+    /// An authorized CONNECT: a byte stream to the app (whatever the target
+    /// named; this listener serves one app), 200 once it is connected.
+    async fn connect_tunnel(
+        &self,
+        info: &ConnInfo,
+        mut parts: http::request::Parts,
+        protocol: &str,
+        d: &crate::AuthzDecision,
+        t0: Instant,
+    ) -> Response<Body> {
+        let Some(down) = parts.extensions.remove::<OnUpgrade>() else {
+            return simple(StatusCode::BAD_REQUEST, "CONNECT cannot be upgraded here");
+        };
+        let app = match self.app.connector.connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.ctx.metrics.upstream_error(DIRECTION);
+                self.ctx.metrics.request(DIRECTION, protocol, "error", None);
+                tracing::warn!(app = %self.cfg.app, error = %e, "app unreachable");
+                return simple(StatusCode::BAD_GATEWAY, "the app did not answer");
+            }
+        };
+        self.ctx.metrics.request(
+            DIRECTION,
+            protocol,
+            if d.outcome == keycard_core::Outcome::Audit {
+                "audit"
+            } else {
+                "allow"
+            },
+            Some(t0.elapsed().as_secs_f64()),
+        );
+        info.tunnels
+            .push(tokio::spawn(tunnel::splice(down, app, "inbound CONNECT")));
+        Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
     }
 }
 

@@ -35,6 +35,7 @@ pub mod outbound;
 pub mod run;
 pub mod source;
 pub mod svid;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,11 +134,15 @@ pub struct ProxyContext {
     pub identity: Arc<IdentityState>,
     pub authorizer: Arc<Authorizer>,
     pub decisions: Option<RecordSink>,
+    /// The tamper-evident decision log (`--audit-log`).
+    pub audit: Option<Arc<crate::record::AuditSink>>,
     pub flows: Option<RecordSink>,
     pub metrics: Arc<ProxyMetrics>,
     pub authz_metrics: Arc<Metrics>,
     pub conns: Arc<ConnTracker>,
     pub limits: Limits,
+    /// The local workload, for flow records.
+    pub local: LocalWorkload,
 }
 
 impl ProxyContext {
@@ -147,11 +152,13 @@ impl ProxyContext {
             identity,
             authorizer,
             decisions: None,
+            audit: None,
             flows: None,
             metrics: Arc::new(ProxyMetrics::new()),
             authz_metrics: Arc::new(Metrics::new()),
             conns: Arc::new(ConnTracker::new()),
             limits: Limits::default(),
+            local: LocalWorkload::default(),
         }
     }
 
@@ -189,6 +196,34 @@ impl Drop for ListenerHandle {
     }
 }
 
+/// The workload this proxy runs for, named in its flow records so that
+/// `keycard flows ingest` can put the local end on the graph without an
+/// inventory. From the environment (the Kubernetes downward API):
+/// `POD_NAME`, `POD_NAMESPACE`, and `KEYCARD_WORKLOAD=Kind/name` when the
+/// owner is known (otherwise ingestion guesses it from the pod name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalWorkload {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    /// `(kind, name)`, e.g. `("Deployment", "api")`.
+    pub workload: Option<(String, String)>,
+}
+
+impl LocalWorkload {
+    /// Read `POD_NAME`, `POD_NAMESPACE` and `KEYCARD_WORKLOAD` (empty values ignored).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        LocalWorkload {
+            namespace: var("POD_NAMESPACE"),
+            pod: var("POD_NAME"),
+            workload: var("KEYCARD_WORKLOAD").and_then(|w| {
+                let (k, n) = w.split_once('/')?;
+                (!k.is_empty() && !n.is_empty()).then(|| (k.to_string(), n.to_string()))
+            }),
+        }
+    }
+}
+
 /// One connection as its flow record tells it.
 #[derive(Debug, Clone)]
 pub(crate) struct Flow {
@@ -197,6 +232,8 @@ pub(crate) struct Flow {
     pub src: SocketAddr,
     pub dst_id: Option<String>,
     pub dst: SocketAddr,
+    /// The local workload is the destination (inbound) or the source (outbound).
+    pub local_is_src: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub allowed: u64,
@@ -211,17 +248,47 @@ fn namespace_of(id: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `.../sa/NAME` of a SPIFFE ID.
+fn service_account_of(id: &Option<String>) -> Option<String> {
+    let path = id.as_deref()?.strip_prefix("spiffe://")?;
+    let mut segs = path.split('/').skip(1);
+    while let Some(s) = segs.next() {
+        if s == "sa" {
+            return segs.next().filter(|n| !n.is_empty()).map(str::to_string);
+        }
+    }
+    None
+}
+
 impl Flow {
-    /// The record `keycard flows ingest` reads: time, src, dst, protocol,
-    /// bytes (both ways), verdict (deny when any request was denied), policy.
-    pub fn to_json(&self) -> serde_json::Value {
-        let ep = |id: &Option<String>, a: &SocketAddr| {
+    /// The record `keycard flows ingest` reads (`keycard_flows::FlowRecord`):
+    /// time, src and dst (SPIFFE ID, namespace, service account, the local
+    /// pod and workload when known, address, port), protocol, bytes (both
+    /// ways), verdict (deny when any request was denied or none was
+    /// allowed), policy.
+    pub fn to_json(&self, local: &LocalWorkload) -> serde_json::Value {
+        let ep = |id: &Option<String>, a: &SocketAddr, is_local: bool| {
             let mut m = serde_json::Map::new();
             if let Some(i) = id {
                 m.insert("identity".into(), json!(i));
             }
-            if let Some(ns) = namespace_of(id) {
+            let ns = match (is_local, &local.namespace) {
+                (true, Some(ns)) => Some(ns.clone()),
+                _ => namespace_of(id),
+            };
+            if let Some(ns) = ns {
                 m.insert("namespace".into(), json!(ns));
+                if is_local {
+                    if let Some((kind, name)) = &local.workload {
+                        m.insert("workload".into(), json!({"kind": kind, "name": name}));
+                    }
+                    if let Some(pod) = &local.pod {
+                        m.insert("pod".into(), json!(pod));
+                    }
+                }
+            }
+            if let Some(sa) = service_account_of(id) {
+                m.insert("service_account".into(), json!(sa));
             }
             m.insert("address".into(), json!(a.ip().to_string()));
             m.insert("port".into(), json!(a.port()));
@@ -234,8 +301,8 @@ impl Flow {
         };
         let mut v = json!({
             "time": crate::time::format_rfc3339_ms(self.start),
-            "src": ep(&self.src_id, &self.src),
-            "dst": ep(&self.dst_id, &self.dst),
+            "src": ep(&self.src_id, &self.src, self.local_is_src),
+            "dst": ep(&self.dst_id, &self.dst, !self.local_is_src),
             "protocol": "TCP",
             "bytes": self.bytes_in + self.bytes_out,
             "verdict": verdict,

@@ -5,21 +5,29 @@
 //! X509-SVID for the expected SPIFFE ID (or trust domain). HTTP requests go
 //! over pooled connections (HTTP/1.1 requests over HTTP/1.1, HTTP/2 and
 //! gRPC multiplexed over one HTTP/2 connection); TCP is one upstream
-//! connection per app connection.
+//! connection per app connection. HTTP/1.1 upgrades (WebSocket) and
+//! CONNECT become byte streams over an upstream connection of their own.
+//!
+//! Every upstream connection, refused ones included, ends in a flow record
+//! (the local workload as the source, the verified upstream as the
+//! destination); the inbound proxy at the other end records the same
+//! connection from its side, and `keycard flows ingest` merges the two.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use http::{Request as HttpRequest, Response, StatusCode, Uri, Version};
+use http::{Method, Request as HttpRequest, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -31,9 +39,13 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::inbound::{http_builder, http_error_reason, simple, strip_hop_by_hop, Body};
-use super::io::{Counted, SkipEmpty};
-use super::svid::{client_config, Expected};
-use super::{ListenerHandle, Protocol, ProxyContext, ProxyError, REASON_HEADER};
+use super::io::{Counted, Counters, SkipEmpty};
+use super::svid::{client_config, Expected, IdentityState};
+use super::tunnel;
+use super::{
+    Flow, ListenerHandle, LocalWorkload, Protocol, ProxyContext, ProxyError, REASON_HEADER,
+};
+use crate::record::RecordSink;
 
 const DIRECTION: &str = "outbound";
 
@@ -58,6 +70,69 @@ pub struct MtlsConnector {
     upstream: SocketAddr,
     name: ServerName<'static>,
     timeout: std::time::Duration,
+    flows: Option<Arc<FlowOut>>,
+}
+
+/// Where the flow records of upstream connections go.
+struct FlowOut {
+    sink: RecordSink,
+    identity: Arc<IdentityState>,
+    local: LocalWorkload,
+}
+
+impl FlowOut {
+    fn write(&self, flow: Flow) {
+        self.sink.write(&flow.to_json(&self.local));
+    }
+}
+
+/// What the requests over one upstream connection met; every response
+/// carries it (a connector extra), so the outbound can count them.
+#[derive(Debug, Default)]
+pub struct UpstreamVerdicts {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+}
+
+impl UpstreamVerdicts {
+    fn count(&self, allowed: bool) {
+        let c = if allowed { &self.allowed } else { &self.denied };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The flow of one upstream connection, written when the connection is dropped.
+struct OpenFlow {
+    out: Arc<FlowOut>,
+    start: SystemTime,
+    local: SocketAddr,
+    upstream: SocketAddr,
+    peer_id: Option<String>,
+    counters: Arc<Counters>,
+    verdicts: Arc<UpstreamVerdicts>,
+}
+
+impl Drop for OpenFlow {
+    fn drop(&mut self) {
+        let (rx, tx) = self.counters.get();
+        self.out.write(Flow {
+            start: self.start,
+            src_id: self
+                .out
+                .identity
+                .svid()
+                .map(|s| s.info.spiffe_id.to_string()),
+            src: self.local,
+            dst_id: self.peer_id.take(),
+            dst: self.upstream,
+            local_is_src: true,
+            bytes_in: rx,
+            bytes_out: tx,
+            allowed: self.verdicts.allowed.load(Ordering::Relaxed),
+            denied: self.verdicts.denied.load(Ordering::Relaxed),
+            policy: None,
+        });
+    }
 }
 
 impl MtlsConnector {
@@ -79,16 +154,54 @@ impl MtlsConnector {
             upstream,
             name,
             timeout: ctx.limits.connect_timeout,
+            flows: ctx.flows.as_ref().map(|sink| {
+                Arc::new(FlowOut {
+                    sink: sink.clone(),
+                    identity: ctx.identity.clone(),
+                    local: ctx.local.clone(),
+                })
+            }),
         })
     }
 
     /// Connect and handshake (bounded by the connect timeout).
     pub async fn connect(&self) -> io::Result<MtlsStream> {
         let fut = async {
+            let start = SystemTime::now();
             let tcp = TcpStream::connect(self.upstream).await?;
             let _ = tcp.set_nodelay(true);
-            let tls = self.tls.connect(self.name.clone(), tcp).await?;
-            Ok(MtlsStream(tls))
+            let local = tcp.local_addr().unwrap_or(self.upstream);
+            let tcp = Counted::new(tcp);
+            let counters = tcp.counters.clone();
+            let verdicts = Arc::new(UpstreamVerdicts::default());
+            let flow = |peer_id| {
+                self.flows.as_ref().map(|out| OpenFlow {
+                    out: out.clone(),
+                    start,
+                    local,
+                    upstream: self.upstream,
+                    peer_id,
+                    counters: counters.clone(),
+                    verdicts: verdicts.clone(),
+                })
+            };
+            let tls = match self.tls.connect(self.name.clone(), tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    // Refused (the upstream is not who it must be, or the
+                    // handshake failed): a deny record, written on drop.
+                    verdicts.count(false);
+                    drop(flow(None));
+                    return Err(e);
+                }
+            };
+            let peer_id = super::svid::peer_of(tls.get_ref().1).map(|l| l.spiffe_id.to_string());
+            let flow = flow(peer_id);
+            Ok(MtlsStream {
+                tls,
+                verdicts,
+                _flow: flow,
+            })
         };
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => r,
@@ -115,20 +228,29 @@ impl tower_service::Service<Uri> for MtlsConnector {
     }
 }
 
-/// An mTLS connection to the upstream.
-pub struct MtlsStream(TlsStream<TcpStream>);
+/// An mTLS connection to the upstream; its flow record is written when it is dropped.
+pub struct MtlsStream {
+    tls: TlsStream<Counted<TcpStream>>,
+    verdicts: Arc<UpstreamVerdicts>,
+    _flow: Option<OpenFlow>,
+}
 
 impl MtlsStream {
     /// The SPIFFE ID the upstream presented (verified).
     pub fn peer_id(&self) -> Option<String> {
-        super::svid::peer_of(self.0.get_ref().1).map(|l| l.spiffe_id.to_string())
+        super::svid::peer_of(self.tls.get_ref().1).map(|l| l.spiffe_id.to_string())
+    }
+
+    /// Count a request carried by this connection as allowed or denied.
+    pub fn count(&self, allowed: bool) {
+        self.verdicts.count(allowed);
     }
 }
 
 impl Connection for MtlsStream {
     fn connected(&self) -> Connected {
-        let c = Connected::new();
-        if self.0.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let c = Connected::new().extra(self.verdicts.clone());
+        if self.tls.get_ref().1.alpn_protocol() == Some(b"h2") {
             c.negotiated_h2()
         } else {
             c
@@ -142,7 +264,7 @@ impl AsyncRead for MtlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
 
@@ -152,23 +274,23 @@ impl AsyncWrite for MtlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.tls).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.tls.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.tls).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.tls).poll_shutdown(cx)
     }
 }
 
@@ -301,6 +423,9 @@ impl Outbound {
                 return;
             }
         };
+        // The upstream verified and the connection carried: the inbound at
+        // the other end decides, and records its own verdict.
+        up.count(true);
         let copy = tokio::io::copy_bidirectional(&mut app, &mut up);
         if let Err(e) = copy.await {
             tracing::debug!(error = %e, "outbound tcp copy ended");
@@ -309,19 +434,32 @@ impl Outbound {
 
     async fn http_conn(self: &Arc<Self>, app: Counted<TcpStream>) {
         let me = self.clone();
+        let tunnels = Arc::new(tunnel::Tunnels::default());
+        let t = tunnels.clone();
         let svc = service_fn(move |req: HttpRequest<Incoming>| {
             let me = me.clone();
-            async move { Ok::<_, Infallible>(me.request(req).await) }
+            let t = t.clone();
+            async move { Ok::<_, Infallible>(me.request(req, &t).await) }
         });
-        if let Err(e) = self.http.serve_connection(TokioIo::new(app), svc).await {
+        if let Err(e) = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(app), svc)
+            .await
+        {
             if let Some(reason) = http_error_reason(&*e) {
                 self.ctx.metrics.refused(DIRECTION, reason);
             }
             tracing::debug!(error = %e, "outbound connection error");
         }
+        // Upgraded requests and CONNECT tunnels: the connection lasts as long as they do.
+        tunnel::join_all(tunnels.take()).await;
     }
 
-    async fn request(&self, req: HttpRequest<Incoming>) -> Response<Body> {
+    async fn request(
+        &self,
+        req: HttpRequest<Incoming>,
+        tunnels: &tunnel::Tunnels,
+    ) -> Response<Body> {
         let t0 = Instant::now();
         let (mut parts, body) = req.into_parts();
         let grpc = parts
@@ -334,13 +472,21 @@ impl Outbound {
             (Version::HTTP_2, _) => "http2",
             _ => "http1",
         };
+        let connect = parts.method == Method::CONNECT;
+        let upgrade = match parts.version {
+            Version::HTTP_11 if !connect => tunnel::upgrade_of(&parts.headers),
+            _ => None,
+        };
         strip_hop_by_hop(&mut parts.headers);
+        if connect {
+            return self.connect(parts, body, protocol, t0, tunnels).await;
+        }
         let pq = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
-        let h2 = parts.version == Version::HTTP_2;
+        let h2 = parts.version == Version::HTTP_2 && upgrade.is_none();
         // The connector always dials the upstream; the URI's authority is
         // the pool key and, over HTTP/2, the :authority the upstream sees,
         // so HTTP/2 keeps the app's own (HTTP/1.1 keeps its Host header).
@@ -360,6 +506,13 @@ impl Outbound {
         if !h2 {
             parts.version = Version::HTTP_11;
         }
+        let on_app = match upgrade {
+            Some(u) => {
+                tunnel::restore_upgrade(&mut parts.headers, u);
+                parts.extensions.remove::<OnUpgrade>()
+            }
+            None => None,
+        };
         let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
         let res = if h2 {
             self.upstream.h2.request(out).await
@@ -367,35 +520,102 @@ impl Outbound {
             self.upstream.h1.request(out).await
         };
         match res {
-            Ok(resp) => {
-                self.ctx.metrics.request(
-                    DIRECTION,
-                    protocol,
-                    if resp.status() == StatusCode::FORBIDDEN {
-                        "deny"
-                    } else {
-                        "allow"
-                    },
-                    Some(t0.elapsed().as_secs_f64()),
-                );
+            Ok(mut resp) => {
+                self.counted(&resp, protocol, t0);
+                let switched = match on_app {
+                    Some(down) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        let up = hyper::upgrade::on(&mut resp);
+                        tunnels.push(tokio::spawn(tunnel::splice_upgrades(
+                            down,
+                            up,
+                            "outbound upgrade",
+                        )));
+                        tunnel::upgrade_of(resp.headers())
+                    }
+                    _ => None,
+                };
+                let (mut rp, rb) = resp.into_parts();
+                strip_hop_by_hop(&mut rp.headers);
+                if let Some(u) = switched {
+                    tunnel::restore_upgrade(&mut rp.headers, u);
+                }
+                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
+            }
+            Err(e) => self.failed(protocol, &e),
+        }
+    }
+
+    /// Count a response: a denial is the upstream proxy's 401/403 with its reason header.
+    fn counted<B>(&self, resp: &Response<B>, protocol: &str, t0: Instant) {
+        let denied = matches!(
+            resp.status(),
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED
+        ) && resp.headers().contains_key(REASON_HEADER);
+        if let Some(v) = resp.extensions().get::<Arc<UpstreamVerdicts>>() {
+            v.count(!denied);
+        }
+        self.ctx.metrics.request(
+            DIRECTION,
+            protocol,
+            if denied { "deny" } else { "allow" },
+            Some(t0.elapsed().as_secs_f64()),
+        );
+    }
+
+    /// CONNECT: carried to the upstream proxy over an HTTP/1.1 connection
+    /// of its own (the inbound authorizes it and tunnels to its app), then
+    /// a byte stream between the app and that connection.
+    async fn connect(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        protocol: &str,
+        t0: Instant,
+        tunnels: &tunnel::Tunnels,
+    ) -> Response<Body> {
+        let Some(down) = parts.extensions.remove::<OnUpgrade>() else {
+            return simple(StatusCode::BAD_REQUEST, "CONNECT cannot be upgraded here");
+        };
+        let Some(authority) = parts.uri.authority().cloned() else {
+            return simple(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        };
+        let Ok(uri) = Uri::builder().authority(authority).build() else {
+            return simple(StatusCode::BAD_REQUEST, "bad request target");
+        };
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
+        match self.upstream.h1.request(out).await {
+            Ok(mut resp) => {
+                self.counted(&resp, protocol, t0);
+                if resp.status().is_success() {
+                    let up = hyper::upgrade::on(&mut resp);
+                    tunnels.push(tokio::spawn(tunnel::splice_upgrades(
+                        down,
+                        up,
+                        "outbound CONNECT",
+                    )));
+                }
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
                 Response::from_parts(rp, SkipEmpty::new(rb).boxed())
             }
-            Err(e) => {
-                self.ctx.metrics.upstream_error(DIRECTION);
-                self.ctx.metrics.request(DIRECTION, protocol, "error", None);
-                tracing::warn!(upstream = %self.cfg.upstream, error = %e, "upstream request failed");
-                let mut r = simple(
-                    StatusCode::BAD_GATEWAY,
-                    "the upstream proxy could not be reached or failed verification",
-                );
-                r.headers_mut().insert(
-                    REASON_HEADER,
-                    http::HeaderValue::from_static("upstream: connect or mTLS failed"),
-                );
-                r
-            }
+            Err(e) => self.failed(protocol, &e),
         }
+    }
+
+    fn failed(&self, protocol: &str, e: &hyper_util::client::legacy::Error) -> Response<Body> {
+        self.ctx.metrics.upstream_error(DIRECTION);
+        self.ctx.metrics.request(DIRECTION, protocol, "error", None);
+        tracing::warn!(upstream = %self.cfg.upstream, error = %e, "upstream request failed");
+        let mut r = simple(
+            StatusCode::BAD_GATEWAY,
+            "the upstream proxy could not be reached or failed verification",
+        );
+        r.headers_mut().insert(
+            REASON_HEADER,
+            http::HeaderValue::from_static("upstream: connect or mTLS failed"),
+        );
+        r
     }
 }

@@ -58,6 +58,8 @@ pub struct ProxyConfig {
     pub posture: Option<PathBuf>,
     pub decision_log: Option<LogTarget>,
     pub flow_log: Option<LogTarget>,
+    /// The tamper-evident decision log (`--audit-log DIR`).
+    pub audit_log: Option<crate::record::AuditLogConfig>,
     pub admin_listen: Option<SocketAddr>,
     /// Accepted SNI values on inbound (empty: any).
     pub server_names: Vec<String>,
@@ -89,6 +91,9 @@ impl Running {
         }
         if let Some(w) = self.workload_api {
             w.stop().await;
+        }
+        if let Some(a) = self.ctx.audit.clone() {
+            let _ = tokio::task::spawn_blocking(move || a.shutdown(Duration::from_secs(10))).await;
         }
     }
 }
@@ -179,8 +184,18 @@ pub async fn start(cfg: ProxyConfig) -> Result<Running, ProxyError> {
     let mut ctx = ProxyContext::new(identity, Arc::new(authorizer));
     ctx.authz_metrics = authz_metrics.clone();
     ctx.limits = cfg.limits.clone();
+    ctx.local = super::LocalWorkload::from_env();
     if let Some(t) = &cfg.decision_log {
         ctx.decisions = Some(sink(t, "decision log", &authz_metrics)?);
+    }
+    if let Some(a) = &cfg.audit_log {
+        let w = a.open().map_err(|e| ProxyError::Config(e.to_string()))?;
+        ctx.audit = Some(Arc::new(crate::record::AuditSink::new(
+            w,
+            keycard_audit::EnforcementPoint::Proxy,
+            cfg.policy_dir.as_ref().map(|_| policies.clone()),
+            authz_metrics.clone(),
+        )));
     }
     if let Some(t) = &cfg.flow_log {
         ctx.flows = Some(sink(t, "flow log", &authz_metrics)?);
