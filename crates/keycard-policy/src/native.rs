@@ -335,14 +335,14 @@ impl<'a> Pod<'a> {
         if annotations.is_some_and(|a| !a.is_object() && !a.is_null()) {
             return Err(Unsure);
         }
-        let sc = object_or_absent(spec.get("securityContext"))?;
+        let sc = object_or_absent(vget(spec, "securityContext"))?;
         let mut containers = Vec::new();
         for (kind, label) in CONTAINER_KINDS {
-            for (index, ctr) in items(spec.get(kind))?.iter().enumerate() {
+            for (index, ctr) in items(vget(spec, kind))?.iter().enumerate() {
                 if !ctr.is_object() {
                     return Err(Unsure);
                 }
-                let (name, has_name) = match ctr.get("name") {
+                let (name, has_name) = match vget(ctr, "name") {
                     None => ("", false),
                     Some(Value::String(s)) => (s.as_str(), true),
                     Some(_) => return Err(Unsure),
@@ -354,11 +354,11 @@ impl<'a> Pod<'a> {
                     ctr,
                     name,
                     has_name,
-                    sc: object_or_absent(ctr.get("securityContext"))?,
+                    sc: object_or_absent(vget(ctr, "securityContext"))?,
                 });
             }
         }
-        let volumes = items(spec.get("volumes"))?;
+        let volumes = items(vget(spec, "volumes"))?;
         if volumes.iter().any(|v| !v.is_object()) {
             return Err(Unsure);
         }
@@ -385,12 +385,30 @@ pub(crate) struct Ctx<'a> {
 
 // ---- Rego's reading of JSON -------------------------------------------------
 
+/// A field of a JSON object. The objects of a pod spec are small, and a
+/// short scan is cheaper than hashing the key for the map's index.
+fn lookup<'a>(m: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if m.len() <= 16 {
+        m.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
+/// `v.key` of an object, `None` for anything else.
+fn vget<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => lookup(m, key),
+        _ => None,
+    }
+}
+
 /// `v.key` for a reference: undefined under an absent or null value; unsure
 /// under any other non-object.
 fn get<'a>(v: Option<&'a Value>, key: &str) -> R<Option<&'a Value>> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(m.get(key)),
+        Some(Value::Object(m)) => Ok(lookup(m, key)),
         Some(_) => Err(Unsure),
     }
 }
@@ -419,7 +437,7 @@ fn oget_path<'a>(v: &'a Value, keys: &[&str]) -> &'a Value {
     let mut at = v;
     for k in keys {
         match at {
-            Value::Object(m) => match m.get(*k) {
+            Value::Object(m) => match lookup(m, *k) {
                 Some(x) => at = x,
                 None => return &NULL,
             },
@@ -432,7 +450,7 @@ fn oget_path<'a>(v: &'a Value, keys: &[&str]) -> &'a Value {
 /// `object.get(x, key, default)` for an object `x` (a non-object gives the default).
 fn oget<'a>(v: Option<&'a Value>, key: &str, default: &'a Value) -> &'a Value {
     match v {
-        Some(Value::Object(m)) => m.get(key).unwrap_or(default),
+        Some(Value::Object(m)) => lookup(m, key).unwrap_or(default),
         _ => default,
     }
 }
@@ -440,7 +458,7 @@ fn oget<'a>(v: Option<&'a Value>, key: &str, default: &'a Value) -> &'a Value {
 /// The zero-trust lib's `obj(x, key)`: `x[key]` when an object.
 fn zobj<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a Value> {
     match v {
-        Some(Value::Object(m)) => m.get(key).filter(|x| x.is_object()),
+        Some(Value::Object(m)) => lookup(m, key).filter(|x| x.is_object()),
         _ => None,
     }
 }
@@ -448,7 +466,7 @@ fn zobj<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a Value> {
 /// The zero-trust lib's `arr(x, key)`.
 fn zarr<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
     match v {
-        Some(Value::Object(m)) => match m.get(key) {
+        Some(Value::Object(m)) => match lookup(m, key) {
             Some(Value::Array(a)) => a.as_slice(),
             _ => &[],
         },
@@ -459,7 +477,7 @@ fn zarr<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
 /// The zero-trust lib's `str(x, key)`.
 fn zstr<'a>(v: Option<&'a Value>, key: &str) -> &'a str {
     match v {
-        Some(Value::Object(m)) => match m.get(key) {
+        Some(Value::Object(m)) => match lookup(m, key) {
             Some(Value::String(s)) => s.as_str(),
             _ => "",
         },
@@ -563,7 +581,7 @@ fn annotation_path(key: &str) -> R<String> {
 
 /// `object.get(vol, "name", "")` as a `%q` argument.
 fn volume_name(vol: &Value) -> R<&str> {
-    match vol.get("name") {
+    match vget(vol, "name") {
         None => Ok(""),
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(Unsure),
@@ -576,7 +594,7 @@ fn windows(p: &Pod<'_>) -> R<bool> {
 }
 
 fn host_users_false(p: &Pod<'_>) -> bool {
-    is_false(p.spec.get("hostUsers"))
+    is_false(vget(p.spec, "hostUsers"))
 }
 
 // ---- pss baseline ------------------------------------------------------------
@@ -686,7 +704,7 @@ fn pss_capabilities_baseline(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
 fn pss_host_namespaces(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
     let Some(p) = &cx.pod else { return Ok(()) };
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
-        if is_true(p.spec.get(field)) {
+        if is_true(vget(p.spec, field)) {
             out.push(finding(
                 format!("pod must not set spec.{field}=true"),
                 format!("spec.{field}"),
@@ -703,7 +721,7 @@ fn pss_host_path_volumes(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
         return Ok(());
     }
     for (i, vol) in p.volumes.iter().enumerate() {
-        match vol.get("hostPath") {
+        match vget(vol, "hostPath") {
             None | Some(Value::Null) => {}
             Some(source) => out.push(finding(
                 format!("volume {} must not use hostPath", quote(volume_name(vol)?)?),
@@ -718,7 +736,7 @@ fn pss_host_path_volumes(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
 fn pss_host_ports(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
     let Some(p) = &cx.pod else { return Ok(()) };
     for c in &p.containers {
-        for (j, port) in items(c.ctr.get("ports"))?.iter().enumerate() {
+        for (j, port) in items(vget(c.ctr, "ports"))?.iter().enumerate() {
             let Some(hp) = get(Some(port), "hostPort")? else {
                 continue;
             };
@@ -741,11 +759,11 @@ fn pss_host_probes(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
         return Ok(());
     }
     for c in &p.containers {
-        let lifecycle = c.ctr.get("lifecycle");
+        let lifecycle = vget(c.ctr, "lifecycle");
         let handlers = [
-            ("livenessProbe", c.ctr.get("livenessProbe")),
-            ("readinessProbe", c.ctr.get("readinessProbe")),
-            ("startupProbe", c.ctr.get("startupProbe")),
+            ("livenessProbe", vget(c.ctr, "livenessProbe")),
+            ("readinessProbe", vget(c.ctr, "readinessProbe")),
+            ("startupProbe", vget(c.ctr, "startupProbe")),
             ("lifecycle.postStart", get(lifecycle, "postStart")?),
             ("lifecycle.preStop", get(lifecycle, "preStop")?),
         ];
@@ -895,7 +913,9 @@ fn selinux_violations(opts: Option<&Value>, version: u32) -> Vec<(&'static str, 
         return out;
     };
     for field in ["type", "user", "role"] {
-        let Some(value) = m.get(field) else { continue };
+        let Some(value) = lookup(m, field) else {
+            continue;
+        };
         if value.is_null() {
             continue;
         }
@@ -1220,7 +1240,7 @@ fn pss_seccomp_restricted(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
 
 /// `param_list(name)`.
 fn param_list<'a>(cx: &Ctx<'a>, name: &str) -> &'a [Value] {
-    match cx.params.get(name) {
+    match vget(cx.params, name) {
         Some(Value::Array(a)) => a.as_slice(),
         Some(v @ Value::String(_)) => std::slice::from_ref(v),
         _ => &[],
@@ -1367,7 +1387,7 @@ fn zt_default_service_account(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
             rv(oget(spec, "serviceAccountName", &NULL)),
         ));
     }
-    if is_str(p.spec.get("serviceAccountName"), "default") {
+    if is_str(vget(p.spec, "serviceAccountName"), "default") {
         out.push(finding(
             "pod runs as the namespace's default service account".into(),
             "spec.serviceAccountName".into(),
@@ -1558,7 +1578,7 @@ fn zt_image_digest(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
             "uses the mutable tag :latest"
         } else if tag.is_none_or(str::is_empty) {
             "has no tag, which means :latest"
-        } else if match cx.params.get("require_image_digest") {
+        } else if match vget(cx.params, "require_image_digest") {
             Some(Value::Bool(b)) => *b,
             _ => true,
         } {
@@ -1598,7 +1618,7 @@ fn zt_privilege_escalation(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
 
 fn zt_privileged(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
     for c in zt_containers(cx) {
-        if is_true(c.sc.and_then(|sc| sc.get("privileged"))) {
+        if is_true(c.sc.and_then(|sc| vget(sc, "privileged"))) {
             out.push(finding(
                 format!("{} runs privileged", label(c)?),
                 cpath(c, "securityContext.privileged"),
@@ -1665,7 +1685,7 @@ fn zt_required_labels(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
     let meta = zt_metadata(cx);
     let controlled = zarr(meta, "ownerReferences")
         .iter()
-        .any(|r| r.is_object() && is_true(r.get("controller")));
+        .any(|r| r.is_object() && is_true(vget(r, "controller")));
     if controlled {
         return Ok(());
     }
@@ -1732,7 +1752,7 @@ fn zt_sa_token_automount(cx: &Ctx<'_>, out: &mut Vec<RV>) -> R<()> {
         return Ok(());
     }
     let annotated = is_str(
-        zobj(p.meta, "annotations").and_then(|a| a.get(NEED)),
+        zobj(p.meta, "annotations").and_then(|a| vget(a, NEED)),
         "true",
     );
     let sa = match zstr(spec, "serviceAccountName") {
