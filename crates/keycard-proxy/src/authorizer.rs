@@ -11,7 +11,7 @@ use crate::engine::{AuthzDecision, PolicySet, Reason};
 use crate::files::{PostureDb, Revocations, Watched};
 use crate::jwt::JwtValidator;
 use crate::loader::PolicyStore;
-use crate::request::{Attrs, Claims, Request};
+use crate::request::{Attrs, Claims, PathOptions, Request};
 use crate::time::unix_now;
 
 /// Decides requests. Cheap to call from many threads at once.
@@ -20,6 +20,7 @@ pub struct Authorizer {
     revocations: Option<Arc<Watched<Revocations>>>,
     posture: Option<Arc<Watched<PostureDb>>>,
     jwt: Option<Arc<JwtValidator>>,
+    paths: PathOptions,
 }
 
 /// A decision and the validated JWT claims it used.
@@ -35,6 +36,7 @@ impl Authorizer {
             revocations: None,
             posture: None,
             jwt: None,
+            paths: PathOptions::default(),
         }
     }
 
@@ -56,6 +58,20 @@ impl Authorizer {
     pub fn jwt(mut self, v: Arc<JwtValidator>) -> Self {
         self.jwt = Some(v);
         self
+    }
+
+    /// How request paths are normalised before matching. The enforcement
+    /// point must forward the same normal form (see
+    /// [`crate::normalize_target`]) so that what was authorised is what the
+    /// application receives.
+    pub fn path_options(mut self, opts: PathOptions) -> Self {
+        self.paths = opts;
+        self
+    }
+
+    /// The path options in force.
+    pub fn paths(&self) -> PathOptions {
+        self.paths
     }
 
     pub fn policies(&self) -> &Arc<PolicyStore> {
@@ -112,7 +128,7 @@ impl Authorizer {
                 .or_else(|| claims.as_ref().and_then(|c| db.get(&c.subject, now)))
         });
         let set = self.policies.current();
-        let attrs = Attrs::new(req, claims.as_ref(), posture);
+        let attrs = Attrs::with_options(req, claims.as_ref(), posture, self.paths);
         let decision = set.evaluate(&attrs);
         drop(attrs);
         Checked { decision, claims }

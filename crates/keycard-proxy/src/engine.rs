@@ -25,7 +25,8 @@ use std::sync::Arc;
 use keycard_core::Outcome;
 use serde::Serialize;
 
-use crate::policy::{Action, Mode, Policy, PolicyMatch};
+use crate::matcher::PatternIndex;
+use crate::policy::{Action, Match, Mode, Policy};
 use crate::request::Attrs;
 
 /// Why a decision came out as it did.
@@ -131,30 +132,49 @@ pub struct PolicySet {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
+    /// Rules whose every source names principals, by those principals:
+    /// one lookup per request says which of them can match, and the rest
+    /// are skipped without being tried.
+    principals: PatternIndex,
+    /// How many rules have a bit in `principals`.
+    guarded: usize,
     /// Files the set was loaded from.
     pub files: Vec<String>,
 }
 
 /// A verdict under construction: the first policy/rule that decided.
-#[derive(Clone)]
-struct Hit {
-    policy: Arc<str>,
-    rule: Option<Arc<str>>,
-    mode: Mode,
-    rego_error: Option<String>,
+/// Borrowed until the decision is built, so that visiting a policy costs
+/// no reference counting.
+#[derive(Clone, Copy)]
+struct Hit<'p> {
+    policy: &'p Policy,
+    rule: Option<&'p Arc<str>>,
 }
 
 impl PolicySet {
     pub fn new(mut policies: Vec<Policy>) -> Self {
         policies.sort_by(|a, b| a.name.cmp(&b.name));
         let mut set = PolicySet::default();
-        for p in policies {
+        for mut p in policies {
+            for r in p.rules_mut() {
+                let Ok(id) = u32::try_from(set.guarded) else {
+                    break;
+                };
+                if let Some(sets) = r.principal_sets() {
+                    for s in sets {
+                        set.principals.add(s, id);
+                    }
+                    r.guard = Some(id);
+                    set.guarded += 1;
+                }
+            }
             match p.action {
                 Action::Deny => set.deny.push(p),
                 Action::Allow => set.allow.push(p),
                 Action::Audit => set.audit.push(p),
             }
         }
+        set.principals.finish();
         set
     }
 
@@ -174,69 +194,83 @@ impl PolicySet {
         self.policies().map(Policy::rule_count).sum()
     }
 
-    /// Decide one request (steps 2-5 of the module docs).
+    /// Decide one request (steps 2-5 of the module docs). A request
+    /// whose path could not be normalised is denied (`bad_request`).
     pub fn evaluate(&self, a: &Attrs<'_>) -> AuthzDecision {
+        if let Some(e) = &a.path_error {
+            let mut d = AuthzDecision::new(Outcome::Deny, Reason::BadRequest);
+            d.detail = Some(format!("path: {e}"));
+            return d;
+        }
+        // Which principal-guarded rules can match this request.
+        let mut inline = [0u64; 4];
+        let mut heap = Vec::new();
+        let words = self.guarded.div_ceil(64);
+        let candidates: Option<&[u64]> = if self.guarded == 0 {
+            None
+        } else {
+            let bits: &mut [u64] = if words <= inline.len() {
+                &mut inline[..words]
+            } else {
+                heap.resize(words, 0);
+                &mut heap
+            };
+            if let Some(p) = a.hashed.source_principal {
+                self.principals.mark(p, bits);
+            }
+            Some(bits)
+        };
         // DENY policies.
-        let mut shadow_deny: Option<Hit> = None;
+        let mut shadow_deny: Option<(Hit<'_>, Option<String>)> = None;
         for p in &self.deny {
-            let hit = match p.evaluate(a) {
-                PolicyMatch::Matched(rule) => Hit {
-                    policy: p.name.clone(),
-                    rule: Some(rule),
-                    mode: p.mode,
-                    rego_error: None,
-                },
+            let (rule, rego_error) = match p.evaluate_ref(a, candidates) {
+                Match::Matched(rule) => (rule, None),
                 // Fail closed: a DENY policy whose Rego failed counts as matching.
-                PolicyMatch::RegoError(rule, e) => Hit {
-                    policy: p.name.clone(),
-                    rule: Some(rule),
-                    mode: p.mode,
-                    rego_error: Some(e),
-                },
-                PolicyMatch::NoMatch | PolicyMatch::NotApplicable => continue,
+                Match::RegoError(rule, e) => (rule, Some(e)),
+                Match::NoMatch | Match::NotApplicable => continue,
+            };
+            let hit = Hit {
+                policy: p,
+                rule: Some(rule),
             };
             if p.mode == Mode::Enforce {
-                let reason = if hit.rego_error.is_some() {
+                let reason = if rego_error.is_some() {
                     Reason::RegoError
                 } else {
                     Reason::DeniedByPolicy
                 };
-                return self.finish(a, Outcome::Deny, reason, Some(hit));
+                return self.finish(a, Outcome::Deny, reason, Some(hit), rego_error, candidates);
             }
             if shadow_deny.is_none() {
-                shadow_deny = Some(hit);
+                shadow_deny = Some((hit, rego_error));
             }
         }
         // ALLOW policies.
-        let mut enforce_applies: Option<Hit> = None;
-        let mut enforce_match: Option<Hit> = None;
-        let mut any_applies: Option<Hit> = None;
+        let mut enforce_applies: Option<Hit<'_>> = None;
+        let mut enforce_match: Option<Hit<'_>> = None;
+        let mut any_applies: Option<Hit<'_>> = None;
         let mut any_match = false;
-        let mut rego_failure: Option<Hit> = None;
+        let mut rego_failure: Option<(Hit<'_>, String)> = None;
         for p in &self.allow {
-            let m = p.evaluate(a);
-            if m == PolicyMatch::NotApplicable {
+            let m = p.evaluate_ref(a, candidates);
+            if let Match::NotApplicable = m {
                 continue;
             }
             let hit = Hit {
-                policy: p.name.clone(),
+                policy: p,
                 rule: None,
-                mode: p.mode,
-                rego_error: None,
             };
             if p.mode == Mode::Enforce && enforce_applies.is_none() {
-                enforce_applies = Some(hit.clone());
+                enforce_applies = Some(hit);
             }
             if any_applies.is_none()
                 || (p.mode == Mode::Audit
-                    && any_applies
-                        .as_ref()
-                        .is_some_and(|h| h.mode == Mode::Enforce))
+                    && any_applies.is_some_and(|h| h.policy.mode == Mode::Enforce))
             {
-                any_applies = Some(hit.clone());
+                any_applies = Some(hit);
             }
             match m {
-                PolicyMatch::Matched(rule) => {
+                Match::Matched(rule) => {
                     any_match = true;
                     if p.mode == Mode::Enforce && enforce_match.is_none() {
                         enforce_match = Some(Hit {
@@ -245,36 +279,73 @@ impl PolicySet {
                         });
                     }
                 }
-                PolicyMatch::RegoError(rule, e) if rego_failure.is_none() => {
-                    rego_failure = Some(Hit {
-                        rule: Some(rule),
-                        rego_error: Some(e),
-                        ..hit
-                    });
+                Match::RegoError(rule, e) if rego_failure.is_none() => {
+                    rego_failure = Some((
+                        Hit {
+                            rule: Some(rule),
+                            ..hit
+                        },
+                        e,
+                    ));
                 }
                 _ => {}
             }
         }
         if let Some(applies) = enforce_applies {
             if enforce_match.is_none() {
-                return match rego_failure.filter(|h| h.mode == Mode::Enforce) {
-                    Some(h) => self.finish(a, Outcome::Deny, Reason::RegoError, Some(h)),
-                    None => self.finish(a, Outcome::Deny, Reason::NoAllowMatch, Some(applies)),
+                return match rego_failure.filter(|(h, _)| h.policy.mode == Mode::Enforce) {
+                    Some((h, e)) => self.finish(
+                        a,
+                        Outcome::Deny,
+                        Reason::RegoError,
+                        Some(h),
+                        Some(e),
+                        candidates,
+                    ),
+                    None => self.finish(
+                        a,
+                        Outcome::Deny,
+                        Reason::NoAllowMatch,
+                        Some(applies),
+                        None,
+                        candidates,
+                    ),
                 };
             }
         }
         // The enforced verdict allows; does the shadow verdict?
-        if let Some(hit) = shadow_deny {
-            return self.finish(a, Outcome::Audit, Reason::AuditWouldDeny, Some(hit));
+        if let Some((hit, e)) = shadow_deny {
+            return self.finish(
+                a,
+                Outcome::Audit,
+                Reason::AuditWouldDeny,
+                Some(hit),
+                e,
+                candidates,
+            );
         }
         if let Some(applies) = any_applies {
             if !any_match {
-                return self.finish(a, Outcome::Audit, Reason::AuditWouldDeny, Some(applies));
+                return self.finish(
+                    a,
+                    Outcome::Audit,
+                    Reason::AuditWouldDeny,
+                    Some(applies),
+                    None,
+                    candidates,
+                );
             }
         }
         match enforce_match {
-            Some(hit) => self.finish(a, Outcome::Allow, Reason::AllowedByPolicy, Some(hit)),
-            None => self.finish(a, Outcome::Allow, Reason::NoPolicy, None),
+            Some(hit) => self.finish(
+                a,
+                Outcome::Allow,
+                Reason::AllowedByPolicy,
+                Some(hit),
+                None,
+                candidates,
+            ),
+            None => self.finish(a, Outcome::Allow, Reason::NoPolicy, None, None, candidates),
         }
     }
 
@@ -283,17 +354,19 @@ impl PolicySet {
         a: &Attrs<'_>,
         outcome: Outcome,
         reason: Reason,
-        hit: Option<Hit>,
+        hit: Option<Hit<'_>>,
+        rego_error: Option<String>,
+        candidates: Option<&[u64]>,
     ) -> AuthzDecision {
         let mut d = AuthzDecision::new(outcome, reason);
         if let Some(h) = hit {
-            d.policy = Some(h.policy);
-            d.rule = h.rule;
-            d.mode = h.mode;
-            d.detail = h.rego_error.map(|e| format!("rego: {e}"));
+            d.policy = Some(h.policy.name.clone());
+            d.rule = h.rule.cloned();
+            d.mode = h.policy.mode;
+            d.detail = rego_error.map(|e| format!("rego: {e}"));
         }
         for p in &self.audit {
-            if let PolicyMatch::Matched(_) | PolicyMatch::RegoError(..) = p.evaluate(a) {
+            if let Match::Matched(_) | Match::RegoError(..) = p.evaluate_ref(a, candidates) {
                 d.audit_policies.push(p.name.clone());
             }
         }

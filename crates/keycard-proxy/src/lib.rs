@@ -54,4 +54,7 @@ pub use engine::{AuthzDecision, PolicySet, Reason};
 pub use keycard_core::Outcome;
 pub use loader::{compile_str, load_dir, LoadError, PolicyStore, Reload};
 pub use policy::{Action, Mode, Policy, PolicyError, PolicyMatch, API_VERSION, KIND};
-pub use request::{spiffe_namespace, Attrs, Claims, Peer, Posture, Request};
+pub use request::{
+    normalize_host, normalize_path, normalize_target, spiffe_namespace, Attrs, Claims,
+    EscapedSlashes, PathError, PathOptions, Peer, Posture, Request, Target,
+};

@@ -48,12 +48,95 @@ pub enum PatternError {
     Port(String),
 }
 
+/// A string hash for the policy-defined sets, eight bytes at a time.
+/// Request values are only looked up, never inserted, so the set's layout
+/// (chosen by the policy author) bounds every lookup; flooding resistance
+/// buys nothing here, and a request value is hashed once per decision
+/// (see [`HStr`]), not once per rule.
+#[inline]
+pub fn hash_str(s: &str) -> u64 {
+    hash_bytes(s.as_bytes())
+}
+
+#[inline]
+fn hash_bytes(b: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (b.len() as u64).wrapping_mul(K);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+    }
+    let rem = chunks.remainder();
+    if !rem.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rem.len()].copy_from_slice(rem);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+    }
+    h ^ (h >> 29)
+}
+
+/// A request value and its [`hash_str`], computed once per decision.
+#[derive(Debug, Clone, Copy)]
+pub struct HStr<'a> {
+    pub s: &'a str,
+    pub h: u64,
+}
+
+impl<'a> HStr<'a> {
+    #[inline]
+    pub fn new(s: &'a str) -> Self {
+        HStr { s, h: hash_str(s) }
+    }
+}
+
+/// Exact strings, looked up by a precomputed hash.
+#[derive(Debug, Clone, Default)]
+struct ExactSet {
+    /// Sorted; `values[i]` has hash `hashes[i]`.
+    hashes: Vec<u64>,
+    values: Vec<Box<str>>,
+}
+
+impl ExactSet {
+    fn build(mut items: Vec<Box<str>>) -> Self {
+        items.sort_by_cached_key(|v| (hash_str(v), v.clone()));
+        items.dedup();
+        ExactSet {
+            hashes: items.iter().map(|v| hash_str(v)).collect(),
+            values: items,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    #[inline]
+    fn contains(&self, v: HStr<'_>) -> bool {
+        let start = if self.hashes.len() <= 8 {
+            match self.hashes.iter().position(|h| *h == v.h) {
+                Some(i) => i,
+                None => return false,
+            }
+        } else {
+            self.hashes.partition_point(|h| *h < v.h)
+        };
+        self.hashes[start..]
+            .iter()
+            .zip(&self.values[start..])
+            .take_while(|(h, _)| **h == v.h)
+            .any(|(_, s)| **s == *v.s)
+    }
+}
+
 /// A set of string patterns, Istio style: `*` matches any non-empty value,
 /// `prefix*` a prefix, `*suffix` a suffix, anything else exactly.
 #[derive(Debug, Clone, Default)]
 pub struct StringSet {
     any: bool,
-    exact: FastSet<Box<str>>,
+    exact: ExactSet,
     prefixes: Vec<Box<str>>,
     suffixes: Vec<Box<str>>,
     lowercase: bool,
@@ -70,6 +153,7 @@ impl StringSet {
             lowercase: case_insensitive,
             ..StringSet::default()
         };
+        let mut exact = Vec::new();
         for p in patterns {
             let p = p.as_ref();
             let p = if case_insensitive {
@@ -93,9 +177,10 @@ impl StringSet {
             } else if let Some(rest) = p.strip_prefix('*') {
                 set.suffixes.push(rest.into());
             } else {
-                set.exact.insert(p.into());
+                exact.push(p.into());
             }
         }
+        set.exact = ExactSet::build(exact);
         Ok(set)
     }
 
@@ -107,18 +192,33 @@ impl StringSet {
     #[inline]
     pub fn matches(&self, value: &str) -> bool {
         if self.lowercase && value.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.matches_exact_case(&value.to_ascii_lowercase());
+            let lower = value.to_ascii_lowercase();
+            return self.matches_hashed(HStr::new(&lower));
         }
-        self.matches_exact_case(value)
-    }
-
-    fn matches_exact_case(&self, value: &str) -> bool {
         if value.is_empty() {
             return false;
         }
-        if self.any || self.exact.contains(value) {
+        if self.any {
             return true;
         }
+        if !self.exact.is_empty() && self.exact.contains(HStr::new(value)) {
+            return true;
+        }
+        self.matches_affix(value)
+    }
+
+    /// [`StringSet::matches`] for a value hashed once per request. A set
+    /// compiled case-insensitive expects the value in lower case already.
+    #[inline]
+    pub fn matches_hashed(&self, value: HStr<'_>) -> bool {
+        if value.s.is_empty() {
+            return false;
+        }
+        self.any || self.exact.contains(value) || self.matches_affix(value.s)
+    }
+
+    #[inline]
+    fn matches_affix(&self, value: &str) -> bool {
         self.prefixes.iter().any(|p| value.starts_with(&**p))
             || self.suffixes.iter().any(|s| value.ends_with(&**s))
     }
@@ -126,6 +226,123 @@ impl StringSet {
     /// Whether an optional value matches: an absent value matches nothing.
     pub fn matches_opt(&self, value: Option<&str>) -> bool {
         value.is_some_and(|v| self.matches(v))
+    }
+
+    /// [`StringSet::matches_opt`] for a value hashed once per request.
+    #[inline]
+    pub fn matches_hashed_opt(&self, value: Option<HStr<'_>>) -> bool {
+        value.is_some_and(|v| self.matches_hashed(v))
+    }
+}
+
+/// Keys with the ids that listed them, looked up by hash.
+#[derive(Debug, Clone, Default)]
+struct Keyed {
+    /// Sorted by (hash, key).
+    entries: Vec<(u64, Box<[u8]>, Vec<u32>)>,
+}
+
+impl Keyed {
+    fn add(&mut self, key: &[u8], id: u32) {
+        let h = hash_bytes(key);
+        match self
+            .entries
+            .iter_mut()
+            .find(|(eh, k, _)| *eh == h && **k == *key)
+        {
+            Some((_, _, ids)) => ids.push(id),
+            None => self.entries.push((h, key.into(), vec![id])),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    }
+
+    #[inline]
+    fn get<'s>(&'s self, key: &'s [u8], h: u64) -> impl Iterator<Item = &'s u32> + 's {
+        let start = self.entries.partition_point(|e| e.0 < h);
+        self.entries[start..]
+            .iter()
+            .take_while(move |e| e.0 == h)
+            .filter(move |e| *e.1 == *key)
+            .flat_map(|e| e.2.iter())
+    }
+}
+
+/// The patterns of many [`StringSet`]s, each set tagged with an id: one
+/// lookup marks every id whose set matches a value, at the cost of one
+/// hash per distinct prefix or suffix length instead of one test per set.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PatternIndex {
+    any: Vec<u32>,
+    exact: Keyed,
+    /// By pattern length.
+    prefixes: Vec<(usize, Keyed)>,
+    suffixes: Vec<(usize, Keyed)>,
+}
+
+impl PatternIndex {
+    /// Index a case-sensitive set under `id`.
+    pub(crate) fn add(&mut self, set: &StringSet, id: u32) {
+        if set.any {
+            self.any.push(id);
+        }
+        for v in &set.exact.values {
+            self.exact.add(v.as_bytes(), id);
+        }
+        for (list, pats) in [
+            (&mut self.prefixes, &set.prefixes),
+            (&mut self.suffixes, &set.suffixes),
+        ] {
+            for p in pats {
+                let at = match list.iter().position(|(len, _)| *len == p.len()) {
+                    Some(i) => i,
+                    None => {
+                        list.push((p.len(), Keyed::default()));
+                        list.len() - 1
+                    }
+                };
+                if let Some((_, k)) = list.get_mut(at) {
+                    k.add(p.as_bytes(), id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        self.exact.finish();
+        for (_, k) in self.prefixes.iter_mut().chain(self.suffixes.iter_mut()) {
+            k.finish();
+        }
+    }
+
+    /// Set bit `id` in `bits` for every set that matches `value`, exactly
+    /// as [`StringSet::matches_hashed`] would.
+    #[inline]
+    pub(crate) fn mark(&self, value: HStr<'_>, bits: &mut [u64]) {
+        let b = value.s.as_bytes();
+        if b.is_empty() {
+            return;
+        }
+        let mut set = |id: &u32| {
+            let i = *id as usize;
+            if let Some(w) = bits.get_mut(i / 64) {
+                *w |= 1 << (i % 64);
+            }
+        };
+        self.any.iter().for_each(&mut set);
+        self.exact.get(b, value.h).for_each(&mut set);
+        for (len, k) in &self.prefixes {
+            if let Some(head) = b.get(..*len) {
+                k.get(head, hash_bytes(head)).for_each(&mut set);
+            }
+        }
+        for (len, k) in &self.suffixes {
+            if let Some(tail) = b.len().checked_sub(*len).and_then(|at| b.get(at..)) {
+                k.get(tail, hash_bytes(tail)).for_each(&mut set);
+            }
+        }
     }
 }
 
@@ -243,6 +460,62 @@ mod tests {
         assert!(s.matches("api.EXAMPLE.com"));
         assert!(s.matches("db.internal"));
         assert!(!s.matches("example.com"));
+    }
+
+    #[test]
+    fn the_index_agrees_with_the_sets() {
+        let sets = [
+            vec!["spiffe://td/ns/a/sa/web", "spiffe://td/ns/b/*"],
+            vec!["*"],
+            vec!["*/sa/web", "spiffe://td/ns/a/sa/web"],
+            vec!["spiffe://td/ns/*", "*web"],
+            vec!["spiffe://other/x"],
+        ];
+        let sets: Vec<StringSet> = sets
+            .iter()
+            .map(|p| StringSet::compile(p, false).unwrap())
+            .collect();
+        let mut idx = PatternIndex::default();
+        for (i, s) in sets.iter().enumerate() {
+            idx.add(s, i as u32);
+        }
+        idx.finish();
+        for v in [
+            "spiffe://td/ns/a/sa/web",
+            "spiffe://td/ns/b/sa/x",
+            "spiffe://td/ns/c/sa/web",
+            "spiffe://other/x",
+            "web",
+            "",
+            "spiffe://td/ns/",
+        ] {
+            let mut bits = [0u64; 1];
+            idx.mark(HStr::new(v), &mut bits);
+            for (i, s) in sets.iter().enumerate() {
+                assert_eq!(bits[0] >> i & 1 == 1, s.matches(v), "{v} set {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn exact_sets_of_every_size() {
+        for n in [1usize, 2, 8, 9, 40] {
+            let vals: Vec<String> = (0..n)
+                .map(|i| format!("spiffe://td/ns/n{i}/sa/s"))
+                .collect();
+            let s = StringSet::compile(&vals, false).unwrap();
+            for v in &vals {
+                assert!(s.matches(v), "{n} {v}");
+                assert!(s.matches_hashed(HStr::new(v)), "{n} {v}");
+            }
+            assert!(!s.matches("spiffe://td/ns/n/sa/s"));
+            assert!(!s.matches(&format!("spiffe://td/ns/n{n}/sa/s")));
+        }
+        // Every length around the 8-byte step hashes apart from its neighbours.
+        let all: Vec<String> = (0..40).map(|i| "a".repeat(i)).collect();
+        let s = StringSet::compile(&all[1..20], false).unwrap();
+        assert!(!s.matches(&all[20]));
+        assert!(s.matches(&all[19]) && s.matches(&all[1]));
     }
 
     #[test]

@@ -140,16 +140,19 @@ struct Source {
 
 impl Source {
     fn matches(&self, a: &Attrs<'_>) -> bool {
+        let h = &a.hashed;
         self.principals
-            .check(|s| s.matches_opt(a.req.source.principal.as_deref()))
-            && self.namespaces.check(|s| s.matches_opt(a.source_namespace))
+            .check(|s| s.matches_hashed_opt(h.source_principal))
+            && self
+                .namespaces
+                .check(|s| s.matches_hashed_opt(h.source_namespace))
             && self.ip_blocks.check(|c| c.contains_opt(a.req.source.ip))
             && self
                 .remote_ip_blocks
                 .check(|c| c.contains_opt(a.req.remote_ip.or(a.req.source.ip)))
             && self
                 .request_principals
-                .check(|s| s.matches_opt(a.auth.map(|c| c.principal.as_str())))
+                .check(|s| s.matches_hashed_opt(h.auth_principal))
     }
 }
 
@@ -163,14 +166,17 @@ struct Operation {
 
 impl Operation {
     fn matches(&self, a: &Attrs<'_>) -> bool {
-        self.methods.check(|s| s.matches(&a.req.method))
-            && self.paths.check(|s| s.matches(a.path))
+        self.methods.check(|s| s.matches_hashed(a.hashed.method))
+            && self.paths.check(|s| s.matches_hashed(a.path_hashed()))
             && self
                 .ports
                 .check(|p| a.req.destination.port.is_some_and(|x| p.contains(&x)))
-            && self
-                .hosts
-                .check(|s| s.matches(&a.req.host) || s.matches(a.host_without_port))
+            // Hosts: the normalised host matches with its port or without,
+            // so `api.example.com` covers every port and
+            // `api.example.com:8443` only that one.
+            && self.hosts.check(|s| {
+                s.matches_hashed(a.host_hashed()) || s.matches_hashed(a.host_name_hashed())
+            })
     }
 }
 
@@ -316,9 +322,37 @@ pub struct Rule {
     from: Vec<Source>,
     to: Vec<Operation>,
     when: Vec<Condition>,
+    /// This rule's bit in the policy set's principal index, when every
+    /// source it lists names principals: the rule can match only when the
+    /// request's principal matches one of them (see [`crate::PolicySet`]).
+    pub(crate) guard: Option<u32>,
 }
 
 impl Rule {
+    /// The positive principal sets of every source, when each source has
+    /// one: a match needs the request principal in one of them.
+    pub(crate) fn principal_sets(&self) -> Option<Vec<&StringSet>> {
+        if self.from.is_empty() {
+            return None;
+        }
+        self.from
+            .iter()
+            .map(|s| s.principals.pos.as_ref())
+            .collect()
+    }
+
+    /// Whether the principal index lets this rule match at all.
+    #[inline]
+    fn admitted(&self, candidates: Option<&[u64]>) -> bool {
+        match (self.guard, candidates) {
+            (Some(g), Some(bits)) => {
+                let g = g as usize;
+                bits.get(g / 64).is_some_and(|w| w >> (g % 64) & 1 == 1)
+            }
+            _ => true,
+        }
+    }
+
     fn matches(&self, a: &Attrs<'_>) -> bool {
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(a)))
             && (self.to.is_empty() || self.to.iter().any(|o| o.matches(a)))
@@ -345,6 +379,8 @@ pub struct Policy {
     selector: Option<Selector>,
     rules: Vec<Rule>,
     rego: Option<RegoMatcher>,
+    /// The rule id reported when a policy without rules matches by Rego.
+    rego_rule_id: Arc<str>,
 }
 
 /// The result of matching one policy against a request.
@@ -365,6 +401,10 @@ impl Policy {
         self.rules.len()
     }
 
+    pub(crate) fn rules_mut(&mut self) -> &mut [Rule] {
+        &mut self.rules
+    }
+
     /// Whether the policy applies to the request's destination workload.
     pub fn applies(&self, a: &Attrs<'_>) -> bool {
         if let Some(ns) = &self.namespace {
@@ -381,36 +421,60 @@ impl Policy {
             && sel
                 .spiffe_ids
                 .as_ref()
-                .is_none_or(|s| s.matches_opt(a.req.destination.principal.as_deref()))
+                .is_none_or(|s| s.matches_hashed_opt(a.hashed.destination_principal))
     }
 
     /// Match the policy against a request.
     pub fn evaluate(&self, a: &Attrs<'_>) -> PolicyMatch {
+        match self.evaluate_ref(a, None) {
+            Match::NotApplicable => PolicyMatch::NotApplicable,
+            Match::NoMatch => PolicyMatch::NoMatch,
+            Match::Matched(r) => PolicyMatch::Matched(r.clone()),
+            Match::RegoError(r, e) => PolicyMatch::RegoError(r.clone(), e),
+        }
+    }
+
+    /// [`Policy::evaluate`] without reference counting, for the engine;
+    /// `candidates` (the principal index's bits) skips rules that cannot
+    /// match.
+    pub(crate) fn evaluate_ref(&self, a: &Attrs<'_>, candidates: Option<&[u64]>) -> Match<'_> {
         if !self.applies(a) {
-            return PolicyMatch::NotApplicable;
+            return Match::NotApplicable;
         }
         let rule = if self.rules.is_empty() {
             // Istio: a policy without rules matches nothing; keycard: unless
             // it has a Rego rule, which then decides alone.
             if self.rego.is_none() {
-                return PolicyMatch::NoMatch;
+                return Match::NoMatch;
             }
-            Arc::<str>::from("rego")
+            &self.rego_rule_id
         } else {
-            match self.rules.iter().find(|r| r.matches(a)) {
-                Some(r) => r.id.clone(),
-                None => return PolicyMatch::NoMatch,
+            match self
+                .rules
+                .iter()
+                .find(|r| r.admitted(candidates) && r.matches(a))
+            {
+                Some(r) => &r.id,
+                None => return Match::NoMatch,
             }
         };
         match &self.rego {
-            None => PolicyMatch::Matched(rule),
+            None => Match::Matched(rule),
             Some(rego) => match rego.evaluate(a) {
-                Ok(true) => PolicyMatch::Matched(rule),
-                Ok(false) => PolicyMatch::NoMatch,
-                Err(e) => PolicyMatch::RegoError(rule, e),
+                Ok(true) => Match::Matched(rule),
+                Ok(false) => Match::NoMatch,
+                Err(e) => Match::RegoError(rule, e),
             },
         }
     }
+}
+
+/// [`PolicyMatch`] borrowing the rule id.
+pub(crate) enum Match<'p> {
+    NotApplicable,
+    NoMatch,
+    Matched(&'p Arc<str>),
+    RegoError(&'p Arc<str>, String),
 }
 
 /// Compiles policy objects; collects every error instead of stopping at the first.
@@ -638,6 +702,7 @@ impl Compiler<'_> {
             from: Vec::new(),
             to: Vec::new(),
             when: Vec::new(),
+            guard: None,
         };
         let Some(m) = self.obj(v, path) else {
             return rule;
@@ -830,6 +895,7 @@ impl Compiler<'_> {
             selector,
             rules,
             rego,
+            rego_rule_id: Arc::from("rego"),
         })
     }
 }

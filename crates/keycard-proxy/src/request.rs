@@ -1,6 +1,7 @@
 //! The attributes of one request, as every enforcement point hands them to
 //! the engine.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +9,13 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::matcher::{hash_str, HStr};
 use crate::policy::Key;
+
+pub mod path;
+
+use path::normalize_target_path;
+pub use path::{normalize_path, normalize_target, EscapedSlashes, PathError, PathOptions, Target};
 
 /// One end of a connection.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -88,29 +95,96 @@ pub struct Attrs<'a> {
     pub req: &'a Request,
     pub source_namespace: Option<&'a str>,
     pub destination_namespace: Option<&'a str>,
-    /// The path without its query string.
-    pub path: &'a str,
-    pub host_without_port: &'a str,
+    /// The normalised path (see [`normalize_target`]) without query or
+    /// fragment; the raw path when it cannot be normalised (then
+    /// [`Attrs::path_error`] is set and every decision denies).
+    pub path: Cow<'a, str>,
+    /// Why the path was refused, if it was.
+    pub path_error: Option<PathError>,
+    /// The host (Host header or `:authority`) in lower case, without a
+    /// trailing dot, with its port (if any) in canonical decimal.
+    host: Cow<'a, str>,
+    /// Length of the host name within `host` (before `:port`).
+    host_name_len: usize,
     pub auth: Option<&'a Claims>,
     pub posture: Option<&'a Posture>,
+    /// Request values the matchers look up in hash sets, hashed once.
+    pub(crate) hashed: Hashed<'a>,
+    path_hash: u64,
+    host_hash: u64,
+    host_name_hash: u64,
     /// The Rego input, built on first use.
     pub(crate) rego_input: std::cell::OnceCell<Arc<regorus::Value>>,
 }
 
-fn strip_port(h: &str) -> &str {
+/// The request values that policies look up by hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hashed<'a> {
+    pub source_principal: Option<HStr<'a>>,
+    pub source_namespace: Option<HStr<'a>>,
+    pub destination_principal: Option<HStr<'a>>,
+    pub method: HStr<'a>,
+    pub auth_principal: Option<HStr<'a>>,
+}
+
+/// A host (`name`, `name:port`, `[v6]:port`) in the form host policies
+/// compare: lower case, without the trailing dot of a fully qualified name,
+/// port without leading zeros. Returns the host and the length of its name.
+pub fn normalize_host(h: &str) -> (Cow<'_, str>, usize) {
+    let (name, port) = split_port(h);
+    let name_trimmed = match name.strip_suffix('.') {
+        Some(n) if !n.is_empty() && !n.ends_with('.') => n,
+        _ => name,
+    };
+    let port_num = port.and_then(|p| p.parse::<u16>().ok());
+    let canonical_port = match (port, port_num) {
+        (None, _) => true,
+        (Some(p), Some(n)) => !p.starts_with('0') || (n == 0 && p == "0"),
+        (Some(_), None) => false,
+    };
+    let lower = !name_trimmed.bytes().any(|b| b.is_ascii_uppercase());
+    let port_as_written = port.is_some() || name.len() == h.len();
+    if lower && canonical_port && port_as_written && name_trimmed.len() == name.len() {
+        return (Cow::Borrowed(h), name.len());
+    }
+    let mut out = name_trimmed.to_ascii_lowercase();
+    let len = out.len();
+    match (port, port_num) {
+        (Some(_), Some(n)) => {
+            out.push(':');
+            out.push_str(&n.to_string());
+        }
+        // Not a port number: keep it as written (it matches nothing that
+        // names a port).
+        (Some(p), None) => {
+            out.push(':');
+            out.push_str(p);
+        }
+        (None, _) => {}
+    }
+    (Cow::Owned(out), len)
+}
+
+/// Split `name:port`; a bracketed IPv6 address keeps its brackets; a port
+/// is all digits (an empty port counts as none).
+fn split_port(h: &str) -> (&str, Option<&str>) {
     if h.starts_with('[') {
         return match h.find(']') {
-            Some(end) => &h[..=end],
-            None => h,
+            Some(end) => {
+                let rest = &h[end + 1..];
+                match rest.strip_prefix(':') {
+                    Some("") => (&h[..=end], None),
+                    Some(p) => (&h[..=end], Some(p)),
+                    None => (h, None),
+                }
+            }
+            None => (h, None),
         };
     }
     match h.rsplit_once(':') {
-        Some((a, p))
-            if !a.contains(':') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            a
-        }
-        _ => h,
+        Some((a, "")) if !a.contains(':') => (a, None),
+        Some((a, p)) if !a.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => (a, Some(p)),
+        _ => (h, None),
     }
 }
 
@@ -127,23 +201,84 @@ pub fn spiffe_namespace(id: &str) -> Option<&str> {
 }
 
 impl<'a> Attrs<'a> {
+    /// Attributes with the default [`PathOptions`].
     pub fn new(req: &'a Request, auth: Option<&'a Claims>, posture: Option<&'a Posture>) -> Self {
-        let path = req.path.split(['?', '#']).next().unwrap_or("");
-        let host_without_port = strip_port(&req.host);
+        Self::with_options(req, auth, posture, PathOptions::default())
+    }
+
+    /// Attributes, the path normalised per `opts`.
+    pub fn with_options(
+        req: &'a Request,
+        auth: Option<&'a Claims>,
+        posture: Option<&'a Posture>,
+        opts: PathOptions,
+    ) -> Self {
+        let (path, path_error) = match normalize_target_path(&req.path, opts) {
+            Ok(p) => (p, None),
+            Err(e) => (Cow::Borrowed(req.path.as_str()), Some(e)),
+        };
+        let (host, host_name_len) = normalize_host(&req.host);
+        let source_namespace = req.source.principal.as_deref().and_then(spiffe_namespace);
         Attrs {
             req,
-            source_namespace: req.source.principal.as_deref().and_then(spiffe_namespace),
+            source_namespace,
             destination_namespace: req
                 .destination
                 .principal
                 .as_deref()
                 .and_then(spiffe_namespace),
+            path_hash: hash_str(&path),
+            host_hash: hash_str(&host),
+            host_name_hash: hash_str(host.get(..host_name_len).unwrap_or(&host)),
             path,
-            host_without_port,
+            path_error,
+            host,
+            host_name_len,
             auth,
             posture,
+            hashed: Hashed {
+                source_principal: req.source.principal.as_deref().map(HStr::new),
+                source_namespace: source_namespace.map(HStr::new),
+                destination_principal: req.destination.principal.as_deref().map(HStr::new),
+                method: HStr::new(&req.method),
+                auth_principal: auth.map(|c| HStr::new(&c.principal)),
+            },
             rego_input: std::cell::OnceCell::new(),
         }
+    }
+
+    #[inline]
+    pub(crate) fn path_hashed(&self) -> HStr<'_> {
+        HStr {
+            s: &self.path,
+            h: self.path_hash,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn host_hashed(&self) -> HStr<'_> {
+        HStr {
+            s: &self.host,
+            h: self.host_hash,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn host_name_hashed(&self) -> HStr<'_> {
+        HStr {
+            s: self.host_without_port(),
+            h: self.host_name_hash,
+        }
+    }
+
+    /// The normalised host with its port, if it has one.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The normalised host without its port.
+    pub fn host_without_port(&self) -> &str {
+        self.host.get(..self.host_name_len).unwrap_or(&self.host)
     }
 
     /// Call `f` on each string value of a key; true when any call is true.
@@ -215,7 +350,7 @@ impl<'a> Attrs<'a> {
                 "id": r.id,
                 "host": r.host,
                 "method": r.method,
-                "path": self.path,
+                "path": self.path.as_ref(),
                 "full_path": r.path,
                 "headers": headers,
                 "auth": self.auth.map(|c| serde_json::json!({
@@ -247,10 +382,33 @@ mod tests {
             ..Request::default()
         };
         let a = Attrs::new(&r, None, None);
-        assert_eq!(a.host_without_port, "api.example.com");
+        assert_eq!(a.host_without_port(), "api.example.com");
         assert_eq!(a.path, "/a/b");
         r.host = "[::1]:80".into();
-        assert_eq!(Attrs::new(&r, None, None).host_without_port, "[::1]");
+        assert_eq!(Attrs::new(&r, None, None).host_without_port(), "[::1]");
+        for (raw, host, name) in [
+            (
+                "API.Example.COM:08443",
+                "api.example.com:8443",
+                "api.example.com",
+            ),
+            ("api.example.com.", "api.example.com", "api.example.com"),
+            (
+                "api.example.com.:80",
+                "api.example.com:80",
+                "api.example.com",
+            ),
+            ("api:", "api", "api"),
+            ("[::1]:0080", "[::1]:80", "[::1]"),
+            ("[::1]", "[::1]", "[::1]"),
+            ("api:99999", "api:99999", "api"),
+            ("api:x", "api:x", "api:x"),
+            ("", "", ""),
+        ] {
+            r.host = raw.into();
+            let a = Attrs::new(&r, None, None);
+            assert_eq!((a.host(), a.host_without_port()), (host, name), "{raw}");
+        }
     }
 
     #[test]
