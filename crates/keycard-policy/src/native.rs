@@ -437,7 +437,7 @@ fn oget_path<'a>(v: &'a Value, keys: &[&str]) -> &'a Value {
     let mut at = v;
     for k in keys {
         match at {
-            Value::Object(m) => match lookup(m, *k) {
+            Value::Object(m) => match lookup(m, k) {
                 Some(x) => at = x,
                 None => return &NULL,
             },
