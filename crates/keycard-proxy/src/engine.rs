@@ -132,11 +132,13 @@ pub struct PolicySet {
     deny: Vec<Policy>,
     allow: Vec<Policy>,
     audit: Vec<Policy>,
-    /// Rules whose every source names principals, by those principals:
-    /// one lookup per request says which of them can match, and the rest
-    /// are skipped without being tried.
+    /// Rules whose every source names principals, by those principals,
+    /// and rules whose every operation names paths, by those paths: one
+    /// lookup in each per request says which rules can match, and the
+    /// rest are skipped without being tried.
     principals: PatternIndex,
-    /// How many rules have a bit in `principals`.
+    paths: PatternIndex,
+    /// How many bits the two indexes hand out.
     guarded: usize,
     /// Files the set was loaded from.
     pub files: Vec<String>,
@@ -157,16 +159,21 @@ impl PolicySet {
         let mut set = PolicySet::default();
         for mut p in policies {
             for r in p.rules_mut() {
-                let Ok(id) = u32::try_from(set.guarded) else {
-                    break;
-                };
-                if let Some(sets) = r.principal_sets() {
+                let mut guards = [None; 2];
+                for (slot, (sets, index)) in guards.iter_mut().zip([
+                    (r.principal_sets(), &mut set.principals),
+                    (r.path_sets(), &mut set.paths),
+                ]) {
+                    let (Some(sets), Ok(id)) = (sets, u32::try_from(set.guarded)) else {
+                        continue;
+                    };
                     for s in sets {
-                        set.principals.add(s, id);
+                        index.add(s, id);
                     }
-                    r.guard = Some(id);
+                    *slot = Some(id);
                     set.guarded += 1;
                 }
+                r.guards = guards;
             }
             match p.action {
                 Action::Deny => set.deny.push(p),
@@ -175,6 +182,7 @@ impl PolicySet {
             }
         }
         set.principals.finish();
+        set.paths.finish();
         set
     }
 
@@ -202,7 +210,7 @@ impl PolicySet {
             d.detail = Some(format!("path: {e}"));
             return d;
         }
-        // Which principal-guarded rules can match this request.
+        // Which guarded rules can match this request.
         let mut inline = [0u64; 4];
         let mut heap = Vec::new();
         let words = self.guarded.div_ceil(64);
@@ -218,6 +226,7 @@ impl PolicySet {
             if let Some(p) = a.hashed.source_principal {
                 self.principals.mark(p, bits);
             }
+            self.paths.mark(a.path_hashed(), bits);
             Some(bits)
         };
         // DENY policies.

@@ -322,10 +322,11 @@ pub struct Rule {
     from: Vec<Source>,
     to: Vec<Operation>,
     when: Vec<Condition>,
-    /// This rule's bit in the policy set's principal index, when every
-    /// source it lists names principals: the rule can match only when the
-    /// request's principal matches one of them (see [`crate::PolicySet`]).
-    pub(crate) guard: Option<u32>,
+    /// This rule's bits in the policy set's indexes: the principal bit
+    /// when every source it lists names principals (the rule can match
+    /// only when the request's principal matches one of them), the path
+    /// bit when every operation names paths (see [`crate::PolicySet`]).
+    pub(crate) guards: [Option<u32>; 2],
 }
 
 impl Rule {
@@ -341,16 +342,25 @@ impl Rule {
             .collect()
     }
 
-    /// Whether the principal index lets this rule match at all.
+    /// The positive path sets of every operation, when each operation
+    /// has one: a match needs the request path in one of them.
+    pub(crate) fn path_sets(&self) -> Option<Vec<&StringSet>> {
+        if self.to.is_empty() {
+            return None;
+        }
+        self.to.iter().map(|o| o.paths.pos.as_ref()).collect()
+    }
+
+    /// Whether the indexes let this rule match at all.
     #[inline]
     fn admitted(&self, candidates: Option<&[u64]>) -> bool {
-        match (self.guard, candidates) {
-            (Some(g), Some(bits)) => {
-                let g = g as usize;
-                bits.get(g / 64).is_some_and(|w| w >> (g % 64) & 1 == 1)
-            }
-            _ => true,
-        }
+        let Some(bits) = candidates else {
+            return true;
+        };
+        self.guards.iter().flatten().all(|g| {
+            let g = *g as usize;
+            bits.get(g / 64).is_some_and(|w| w >> (g % 64) & 1 == 1)
+        })
     }
 
     fn matches(&self, a: &Attrs<'_>) -> bool {
@@ -702,7 +712,7 @@ impl Compiler<'_> {
             from: Vec::new(),
             to: Vec::new(),
             when: Vec::new(),
-            guard: None,
+            guards: [None; 2],
         };
         let Some(m) = self.obj(v, path) else {
             return rule;

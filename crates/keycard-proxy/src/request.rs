@@ -190,14 +190,13 @@ fn split_port(h: &str) -> (&str, Option<&str>) {
 
 /// The namespace segment of a SPIFFE ID of the form `.../ns/<ns>/...`.
 pub fn spiffe_namespace(id: &str) -> Option<&str> {
-    let path = id.strip_prefix("spiffe://")?;
-    let mut segs = path.split('/').skip(1);
-    while let Some(s) = segs.next() {
-        if s == "ns" {
-            return segs.next().filter(|n| !n.is_empty());
-        }
-    }
-    None
+    let rest = id.strip_prefix("spiffe://")?;
+    // The path after the trust domain; the first `ns` segment names it.
+    let path = rest.get(rest.find('/')?..)?;
+    let at = path.as_bytes().windows(4).position(|w| w == b"/ns/")?;
+    let ns = path.get(at + 4..)?;
+    let ns = &ns[..ns.find('/').unwrap_or(ns.len())];
+    (!ns.is_empty()).then_some(ns)
 }
 
 impl<'a> Attrs<'a> {
@@ -376,6 +375,13 @@ mod tests {
         assert_eq!(spiffe_namespace("spiffe://td/ns/prod/sa/api"), Some("prod"));
         assert_eq!(spiffe_namespace("spiffe://td/x/y"), None);
         assert_eq!(spiffe_namespace("spiffe://ns/x"), None);
+        assert_eq!(spiffe_namespace("spiffe://td/ns"), None);
+        assert_eq!(spiffe_namespace("spiffe://td/ns/"), None);
+        assert_eq!(spiffe_namespace("spiffe://td/x/ns//y"), None);
+        assert_eq!(spiffe_namespace("spiffe://td/ns/ns/x"), Some("ns"));
+        assert_eq!(spiffe_namespace("spiffe://td/a/ns/b"), Some("b"));
+        assert_eq!(spiffe_namespace("spiffe://td/nsx/a/ns/b"), Some("b"));
+        assert_eq!(spiffe_namespace("spiffe://td"), None);
         let mut r = Request {
             host: "api.example.com:8443".into(),
             path: "/a/b?x=1".into(),
