@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, SpiffeId, TokenUse};
 
-use crate::{IdentityStore, MemoryStore, StoreError};
+use crate::{CasOutcome, IdentityStore, MemoryStore, StoreError, VersionedValue};
 
 /// Identity tables of a [`MemoryStore`].
 #[derive(Debug, Clone, Default)]
@@ -13,7 +13,19 @@ pub(crate) struct IdentityTables {
     tokens: BTreeMap<String, (JoinToken, bool)>,
     agents: BTreeMap<String, AgentRecord>,
     revocations: Vec<Revocation>,
-    values: BTreeMap<String, Vec<u8>>,
+    /// Each value with its version.
+    values: BTreeMap<String, (u64, Vec<u8>)>,
+    /// The last version handed out (versions are never reused).
+    last_version: u64,
+}
+
+impl IdentityTables {
+    fn put(&mut self, key: &str, value: &[u8]) -> u64 {
+        self.last_version += 1;
+        self.values
+            .insert(key.to_string(), (self.last_version, value.to_vec()));
+        self.last_version
+    }
 }
 
 impl IdentityStore for MemoryStore {
@@ -95,12 +107,12 @@ impl IdentityStore for MemoryStore {
     }
 
     fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.identity.values.insert(key.to_string(), value.to_vec());
+        self.identity.put(key, value);
         Ok(())
     }
 
     fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.identity.values.get(key).cloned())
+        Ok(self.identity.values.get(key).map(|(_, v)| v.clone()))
     }
 
     fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -109,11 +121,37 @@ impl IdentityStore for MemoryStore {
             .values
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, (_, v))| (k.clone(), v.clone()))
             .collect())
     }
 
     fn delete_value(&mut self, key: &str) -> Result<bool, StoreError> {
         Ok(self.identity.values.remove(key).is_some())
+    }
+
+    fn versioned_value(&self, key: &str) -> Result<Option<VersionedValue>, StoreError> {
+        Ok(self
+            .identity
+            .values
+            .get(key)
+            .map(|(version, value)| VersionedValue {
+                version: *version,
+                value: value.clone(),
+            }))
+    }
+
+    fn compare_and_put_value(
+        &mut self,
+        key: &str,
+        expected: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, StoreError> {
+        let actual = self.identity.values.get(key).map_or(0, |(v, _)| *v);
+        if actual != expected {
+            return Ok(CasOutcome::Conflict { actual });
+        }
+        Ok(CasOutcome::Written {
+            version: self.identity.put(key, value),
+        })
     }
 }

@@ -9,7 +9,7 @@ use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, Spiffe
 
 use crate::sqlite::classify;
 use crate::util::{from_json, to_i64, to_json, to_u64};
-use crate::{IdentityStore, SqliteStore, StoreError};
+use crate::{CasOutcome, IdentityStore, SqliteStore, StoreError, VersionedValue};
 
 fn unique(e: rusqlite::Error, what: String) -> StoreError {
     match &e {
@@ -21,6 +21,33 @@ fn unique(e: rusqlite::Error, what: String) -> StoreError {
         }
         _ => classify(e),
     }
+}
+
+/// The next version of a named value (a counter shared by every key, so a
+/// version is never reused), inside the caller's write transaction.
+fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
+    tx.query_row(
+        "UPDATE kv_version SET last = last + 1 WHERE one = 1 RETURNING last",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(classify)
+}
+
+/// Sets `key` to `value` at `version`, inside the caller's transaction.
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    value: &[u8],
+    version: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO kv (key, value, version) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version",
+        params![key, value, version],
+    )
+    .map_err(classify)?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -181,14 +208,13 @@ impl IdentityStore for SqliteStore {
     }
 
     fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO kv (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(classify)?;
-        Ok(())
+        let version = next_version(&tx)?;
+        upsert(&tx, key, value, version)?;
+        tx.commit().map_err(classify)
     }
 
     fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -220,5 +246,50 @@ impl IdentityStore for SqliteStore {
             .execute("DELETE FROM kv WHERE key = ?1", [key])
             .map_err(classify)?;
         Ok(n > 0)
+    }
+
+    fn versioned_value(&self, key: &str) -> Result<Option<VersionedValue>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .query_row("SELECT version, value FROM kv WHERE key = ?1", [key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(classify)?;
+        row.map(|(version, value)| {
+            Ok(VersionedValue {
+                version: to_u64(version, "value version")?,
+                value,
+            })
+        })
+        .transpose()
+    }
+
+    fn compare_and_put_value(
+        &mut self,
+        key: &str,
+        expected: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, StoreError> {
+        // The write lock is taken first (IMMEDIATE), so the version read
+        // and the write are one step for every connection to the file.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(classify)?;
+        let actual: Option<i64> = tx
+            .query_row("SELECT version FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(classify)?;
+        let actual = actual.map_or(Ok(0), |v| to_u64(v, "value version"))?;
+        if actual != expected {
+            return Ok(CasOutcome::Conflict { actual });
+        }
+        let version = next_version(&tx)?;
+        upsert(&tx, key, value, version)?;
+        tx.commit().map_err(classify)?;
+        Ok(CasOutcome::Written {
+            version: to_u64(version, "value version")?,
+        })
     }
 }
