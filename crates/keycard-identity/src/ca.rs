@@ -12,7 +12,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keycard_core::{SpiffeId, TrustDomain};
-use keycard_store::IdentityStore;
+use keycard_store::{CasOutcome, IdentityStore};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
@@ -459,43 +459,47 @@ impl Ca {
         let td = config.trust_domain.clone();
         let trust_key = format!("ca/{td}/trust");
         let instance_key = format!("ca/{td}/instance/{}", config.instance);
-        let mut trust = load_json::<TrustState>(store, &trust_key)?.unwrap_or_default();
-        let before = trust.clone();
-
-        match &root {
-            RootSource::Generate => {
-                if !trust.roots.iter().any(|r| r.status == Status::Active) {
-                    let rec = generate_root(&config, keys, now)?;
-                    tracing::info!(trust_domain = %td, root = %rec.fingerprint, "generated root CA");
-                    trust.roots.push(rec);
-                }
-            }
-            RootSource::Pem { cert_pem, key_pem } => {
-                let rec = operator_root(&config, cert_pem, key_pem, keys, now)?;
-                let known = trust
-                    .roots
-                    .iter()
-                    .any(|r| r.fingerprint == rec.fingerprint && r.status == Status::Active);
-                if !known {
-                    for r in trust
-                        .roots
-                        .iter_mut()
-                        .filter(|r| r.status == Status::Active)
-                    {
-                        r.status = Status::Retired;
+        // The root: read-modify-CAS, so servers starting together agree on
+        // one (a loser re-reads and takes the winner's).
+        let mut generated: Vec<String> = Vec::new();
+        let (trust, root_rec) = update_trust(store, &trust_key, |trust| {
+            match &root {
+                RootSource::Generate => {
+                    if !trust.roots.iter().any(|r| r.status == Status::Active) {
+                        let rec = generate_root(&config, keys, now)?;
+                        tracing::info!(trust_domain = %td, root = %rec.fingerprint, "generated root CA");
+                        generated.push(rec.key.clone());
+                        trust.roots.push(rec);
                     }
-                    trust.roots.retain(|r| r.fingerprint != rec.fingerprint);
-                    tracing::info!(trust_domain = %td, root = %rec.fingerprint, "using the operator's root CA");
-                    trust.roots.push(rec);
+                }
+                RootSource::Pem { cert_pem, key_pem } => {
+                    let rec = operator_root(&config, cert_pem, key_pem, keys, now)?;
+                    let known = trust
+                        .roots
+                        .iter()
+                        .any(|r| r.fingerprint == rec.fingerprint && r.status == Status::Active);
+                    if !known {
+                        for r in trust
+                            .roots
+                            .iter_mut()
+                            .filter(|r| r.status == Status::Active)
+                        {
+                            r.status = Status::Retired;
+                        }
+                        trust.roots.retain(|r| r.fingerprint != rec.fingerprint);
+                        tracing::info!(trust_domain = %td, root = %rec.fingerprint, "using the operator's root CA");
+                        trust.roots.push(rec);
+                    }
                 }
             }
-        }
-        let root_rec = trust
-            .roots
-            .iter()
-            .find(|r| r.status == Status::Active)
-            .cloned()
-            .ok_or_else(|| state_err("trust")("no active root".into()))?;
+            trust
+                .roots
+                .iter()
+                .find(|r| r.status == Status::Active)
+                .cloned()
+                .ok_or_else(|| state_err("trust")("no active root".into()))
+        })?;
+        forget_unpublished_roots(&generated, &trust, keys);
         let root = load_root(&root_rec, keys)?;
 
         let loaded = load_json::<InstanceState>(store, &instance_key)?;
@@ -523,11 +527,11 @@ impl Ca {
         };
         let intermediate = load_intermediate(&instance.intermediate, keys)?;
         let jwt = load_jwt(&instance.jwt, keys)?;
-        publish_jwt(&mut trust, &config.instance, &jwt)?;
-        if trust != before {
-            trust.sequence += 1;
-            save_json(store, &trust_key, &trust)?;
-        }
+        // This instance's JWT key joins the bundle beside the other
+        // servers' (read-modify-CAS: none is dropped).
+        let (trust, ()) = update_trust(store, &trust_key, |t| {
+            publish_jwt(t, &config.instance, &jwt)
+        })?;
         save_json(store, &instance_key, &instance)?;
         let mut ca = Ca {
             bundle: TrustBundle::new(td),
@@ -823,60 +827,72 @@ impl Ca {
         now: SystemTime,
     ) -> Result<Vec<CaEvent>, CaError> {
         let now = secs(now);
-        let mut events = Vec::new();
-        let mut trust = load_json::<TrustState>(store, &self.trust_key)?.unwrap_or_default();
-        let before = trust.clone();
 
-        // Roots.
-        trust.roots.retain(|r| {
-            let keep = r.status != Status::Retired || r.not_after > now;
-            if !keep {
-                events.push(CaEvent::RootRemoved(r.fingerprint.clone()));
-            }
-            keep
-        });
-        if let Some(active) = trust
-            .roots
-            .iter()
-            .find(|r| r.status == Status::Active)
-            .cloned()
-        {
-            let prepared = trust.roots.iter().any(|r| r.status == Status::Prepared);
-            if past(active.not_before, active.not_after, 1, 2, now) && !prepared {
-                if active.generated {
-                    let rec = generate_root(&self.config, keys, now)?;
-                    let mut rec = rec;
-                    rec.status = Status::Prepared;
-                    events.push(CaEvent::RootPrepared(rec.fingerprint.clone()));
-                    trust.roots.push(rec);
-                } else {
-                    tracing::warn!(
-                        expires_at = active.not_after,
-                        "the operator's root CA is past half its life; replace it"
-                    );
-                    events.push(CaEvent::RootNeedsReplacement {
-                        expires_at: active.not_after,
-                    });
+        // 1. The shared roots, and JWT keys past expiry: read-modify-CAS,
+        //    so a server rotating never undoes another's change.
+        let mut generated: Vec<String> = Vec::new();
+        let config = &self.config;
+        let (trust, mut events) = update_trust(store, &self.trust_key, |trust| {
+            let mut events = Vec::new();
+            trust.roots.retain(|r| {
+                let keep = r.status != Status::Retired || r.not_after > now;
+                if !keep {
+                    events.push(CaEvent::RootRemoved(r.fingerprint.clone()));
                 }
-            }
-            if past(active.not_before, active.not_after, 5, 6, now) {
-                if let Some(i) = trust
-                    .roots
-                    .iter()
-                    .position(|r| r.status == Status::Prepared)
-                {
-                    for r in trust
-                        .roots
-                        .iter_mut()
-                        .filter(|r| r.status == Status::Active)
-                    {
-                        r.status = Status::Retired;
+                keep
+            });
+            if let Some(active) = trust
+                .roots
+                .iter()
+                .find(|r| r.status == Status::Active)
+                .cloned()
+            {
+                let prepared = trust.roots.iter().any(|r| r.status == Status::Prepared);
+                if past(active.not_before, active.not_after, 1, 2, now) && !prepared {
+                    if active.generated {
+                        let mut rec = generate_root(config, keys, now)?;
+                        rec.status = Status::Prepared;
+                        generated.push(rec.key.clone());
+                        events.push(CaEvent::RootPrepared(rec.fingerprint.clone()));
+                        trust.roots.push(rec);
+                    } else {
+                        tracing::warn!(
+                            expires_at = active.not_after,
+                            "the operator's root CA is past half its life; replace it"
+                        );
+                        events.push(CaEvent::RootNeedsReplacement {
+                            expires_at: active.not_after,
+                        });
                     }
-                    trust.roots[i].status = Status::Active;
-                    events.push(CaEvent::RootActivated(trust.roots[i].fingerprint.clone()));
+                }
+                if past(active.not_before, active.not_after, 5, 6, now) {
+                    if let Some(i) = trust
+                        .roots
+                        .iter()
+                        .position(|r| r.status == Status::Prepared)
+                    {
+                        for r in trust
+                            .roots
+                            .iter_mut()
+                            .filter(|r| r.status == Status::Active)
+                        {
+                            r.status = Status::Retired;
+                        }
+                        trust.roots[i].status = Status::Active;
+                        events.push(CaEvent::RootActivated(trust.roots[i].fingerprint.clone()));
+                    }
                 }
             }
-        }
+            trust.jwt_keys.retain(|k| {
+                let keep = k.not_after > now;
+                if !keep {
+                    events.push(CaEvent::JwtKeyRemoved(k.kid.clone()));
+                }
+                keep
+            });
+            Ok(events)
+        })?;
+        forget_unpublished_roots(&generated, &trust, keys);
         let active = trust
             .roots
             .iter()
@@ -884,16 +900,24 @@ impl Ca {
             .cloned()
             .ok_or_else(|| state_err("trust")("no active root".into()))?;
         let root_switched = active.fingerprint != self.root.fingerprint;
-        if root_switched {
-            self.root = load_root(&active, keys)?;
-        }
+        let new_root = if root_switched {
+            Some(load_root(&active, keys)?)
+        } else {
+            None
+        };
+        let root = new_root.as_ref().unwrap_or(&self.root);
 
-        // Intermediate.
+        // 2. This instance's intermediate and JWT key (its own state: no
+        //    other server writes it). Nothing changes in memory, and no old
+        //    key is deleted, until the shared state has taken the change.
         let mut inst = self.instance.clone();
+        let mut new_intermediate = None;
+        let mut new_jwt = None;
+        let mut old_keys = Vec::new();
         if inst
             .next_intermediate
             .as_ref()
-            .is_some_and(|n| n.root_fingerprint != self.root.fingerprint)
+            .is_some_and(|n| n.root_fingerprint != root.fingerprint)
         {
             inst.next_intermediate = None;
         }
@@ -901,68 +925,74 @@ impl Ca {
         if inst.next_intermediate.is_none()
             && (root_switched || past(cur.not_before, cur.not_after, 1, 2, now))
         {
-            let next = issue_intermediate(&self.config, &self.root, keys, now)?;
+            let next = issue_intermediate(&self.config, root, keys, now)?;
             events.push(CaEvent::IntermediatePrepared(next.key.clone()));
             inst.next_intermediate = Some(next);
         }
         let cur = &inst.intermediate;
         if root_switched
-            || cur.root_fingerprint != self.root.fingerprint
+            || cur.root_fingerprint != root.fingerprint
             || past(cur.not_before, cur.not_after, 5, 6, now)
         {
             if let Some(next) = inst.next_intermediate.take() {
-                let loaded = load_intermediate(&next, keys)?;
-                let old_key = std::mem::replace(&mut inst.intermediate, next).key;
+                new_intermediate = Some(load_intermediate(&next, keys)?);
+                old_keys.push(std::mem::replace(&mut inst.intermediate, next).key);
                 events.push(CaEvent::IntermediateActivated(
                     inst.intermediate.key.clone(),
                 ));
-                self.intermediate = loaded;
-                if let Err(e) = keys.delete(&old_key) {
-                    tracing::warn!(key = %old_key, error = %e, "could not delete the old intermediate key");
-                }
             }
         }
-
-        // JWT key.
         let cur = &inst.jwt;
         if inst.next_jwt.is_none() && past(cur.not_before, cur.not_after, 1, 2, now) {
-            let next = new_jwt_key(&self.config, keys, now, self.root.not_after)?;
+            let next = new_jwt_key(&self.config, keys, now, root.not_after)?;
             events.push(CaEvent::JwtKeyPrepared(next.kid.clone()));
             inst.next_jwt = Some(next);
         }
-        if let Some(next) = &inst.next_jwt {
-            let signer = load_jwt(next, keys)?;
-            publish_jwt(&mut trust, &self.config.instance, &signer)?;
-        }
+        let next_signer = inst
+            .next_jwt
+            .as_ref()
+            .map(|n| load_jwt(n, keys))
+            .transpose()?;
         let cur = &inst.jwt;
         if past(cur.not_before, cur.not_after, 5, 6, now) {
             if let Some(next) = inst.next_jwt.take() {
-                self.jwt = load_jwt(&next, keys)?;
+                new_jwt = Some(load_jwt(&next, keys)?);
                 // The old key stays published until it expires; its private
                 // half is no longer needed.
-                let old_key = std::mem::replace(&mut inst.jwt, next).key;
+                old_keys.push(std::mem::replace(&mut inst.jwt, next).key);
                 events.push(CaEvent::JwtKeyActivated(inst.jwt.kid.clone()));
-                if let Err(e) = keys.delete(&old_key) {
-                    tracing::warn!(key = %old_key, error = %e, "could not delete the old JWT key");
-                }
             }
         }
-        trust.jwt_keys.retain(|k| {
-            let keep = k.not_after > now;
-            if !keep {
-                events.push(CaEvent::JwtKeyRemoved(k.kid.clone()));
-            }
-            keep
-        });
-        publish_jwt(&mut trust, &self.config.instance, &self.jwt)?;
 
-        if trust != before {
-            trust.sequence += 1;
-            save_json(store, &self.trust_key, &trust)?;
-        }
+        // 3. Publish this instance's next and current JWT keys beside the
+        //    other servers' (read-modify-CAS again).
+        let current = new_jwt.as_ref().unwrap_or(&self.jwt);
+        let instance = &self.config.instance;
+        let (trust, ()) = update_trust(store, &self.trust_key, |t| {
+            if let Some(n) = &next_signer {
+                publish_jwt(t, instance, n)?;
+            }
+            publish_jwt(t, instance, current)
+        })?;
+
+        // 4. Commit: this instance's state, then memory, then old keys.
         if inst != self.instance {
             save_json(store, &self.instance_key, &inst)?;
             self.instance = inst;
+        }
+        if let Some(r) = new_root {
+            self.root = r;
+        }
+        if let Some(i) = new_intermediate {
+            self.intermediate = i;
+        }
+        if let Some(j) = new_jwt {
+            self.jwt = j;
+        }
+        for k in old_keys {
+            if let Err(e) = keys.delete(&k) {
+                tracing::warn!(key = %k, error = %e, "could not delete a replaced CA key");
+            }
         }
         if trust != self.trust {
             self.trust = trust;
@@ -972,6 +1002,65 @@ impl Ca {
             tracing::info!(trust_domain = %self.config.trust_domain, event = ?e, "CA rotation");
         }
         Ok(events)
+    }
+}
+
+/// How often a read-modify-CAS of the shared trust state is tried before
+/// giving up (each retry means another server wrote in between).
+const TRUST_CAS_ATTEMPTS: usize = 64;
+
+/// Read-modify-CAS of the trust domain's shared state, which every server
+/// on the database writes: `edit` changes a fresh copy and runs again on a
+/// fresh copy whenever another server wrote in between, so no server's
+/// change is lost. The state is written only if `edit` changed it, with
+/// the sequence one above the one read: the bundle sequence only grows.
+/// Returns the state as stored and `edit`'s result.
+fn update_trust<R>(
+    store: &mut dyn IdentityStore,
+    key: &str,
+    mut edit: impl FnMut(&mut TrustState) -> Result<R, CaError>,
+) -> Result<(TrustState, R), CaError> {
+    for _ in 0..TRUST_CAS_ATTEMPTS {
+        let (version, mut trust) = match store.versioned_value(key)? {
+            None => (0, TrustState::default()),
+            Some(v) => (
+                v.version,
+                serde_json::from_slice(&v.value).map_err(|e| state_err(key)(e.to_string()))?,
+            ),
+        };
+        let before = trust.clone();
+        let out = edit(&mut trust)?;
+        if trust == before {
+            return Ok((trust, out));
+        }
+        trust.sequence = before.sequence + 1;
+        let bytes = serde_json::to_vec(&trust).map_err(|e| state_err(key)(e.to_string()))?;
+        match store.compare_and_put_value(key, version, &bytes)? {
+            CasOutcome::Written { .. } => return Ok((trust, out)),
+            CasOutcome::Conflict { actual } => {
+                tracing::debug!(
+                    key,
+                    read = version,
+                    actual,
+                    "another server changed the trust state; retrying"
+                );
+            }
+        }
+    }
+    Err(state_err(key)(format!(
+        "gave up after {TRUST_CAS_ATTEMPTS} attempts: other servers kept changing it"
+    )))
+}
+
+/// Deletes the keys of roots generated in attempts that lost a race (never
+/// published, so never used).
+fn forget_unpublished_roots(generated: &[String], trust: &TrustState, keys: &dyn KeyStore) {
+    for k in generated {
+        if !trust.roots.iter().any(|r| &r.key == k) {
+            if let Err(e) = keys.delete(k) {
+                tracing::warn!(key = %k, error = %e, "could not delete an unpublished root key");
+            }
+        }
     }
 }
 
