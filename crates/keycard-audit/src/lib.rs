@@ -67,17 +67,27 @@
 //! - [`tiled`]: proofs from stored subtree hashes, so a million-record log
 //!   answers in milliseconds without being loaded.
 //! - [`export`]: OTLP logs and OCSF events for SIEMs.
+//! - [`writer`]: the queue and writer thread that hot-path enforcement
+//!   points (ext_authz, the proxy) append through, with their failure mode.
+//! - `dir` (feature `dir`): a log directory as every writer opens it
+//!   (`audit.db`, the signing key, the hash key, the persisted redaction).
 //!
-//! The crate does no I/O of its own: storage is behind the store trait.
+//! Without the `dir` feature the crate does no I/O of its own: storage is
+//! behind the store trait.
 
 pub mod checkpoint;
 pub mod decision;
+#[cfg(feature = "dir")]
+pub mod dir;
 pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod record;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tiled;
+pub mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use decision::why;
