@@ -19,6 +19,10 @@
 //! for a validated JWT) set upstream, replacing client copies. Denied:
 //! PERMISSION_DENIED and an HTTP 403 (401 for an invalid JWT) with
 //! `x-keycard-reason: <policy>/<rule>: <reason>`.
+//!
+//! With a decision log ([`AuditSink`]) that fails closed, a request whose
+//! decision cannot be logged is refused: PERMISSION_DENIED, HTTP 503 and
+//! `x-keycard-reason: decision-log-unavailable`.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +39,7 @@ use envoy_types::pb::google::rpc;
 use crate::authorizer::Authorizer;
 use crate::engine::{AuthzDecision, Reason};
 use crate::metrics::Metrics;
-use crate::record::{record, RecordSink};
+use crate::record::{record, AuditSink, RecordSink, LOG_UNAVAILABLE};
 use crate::request::{Claims, Peer, Request};
 use crate::time::unix_now;
 
@@ -50,7 +54,19 @@ pub struct AuthzState {
     pub authorizer: Arc<Authorizer>,
     pub metrics: Arc<Metrics>,
     pub records: Option<RecordSink>,
+    /// The tamper-evident decision log, when configured.
+    pub audit: Option<Arc<AuditSink>>,
     ids: AtomicU64,
+}
+
+/// One request decided: the request (with its id), the decision, the
+/// validated JWT claims, and whether it is refused because the decision
+/// log cannot take records.
+pub struct Decided {
+    pub req: Request,
+    pub decision: AuthzDecision,
+    pub claims: Option<Claims>,
+    pub log_unavailable: bool,
 }
 
 impl AuthzState {
@@ -63,16 +79,19 @@ impl AuthzState {
             authorizer,
             metrics,
             records,
+            audit: None,
             ids: AtomicU64::new(1),
         }
     }
 
+    /// Also write every decision to the tamper-evident decision log.
+    pub fn with_audit(mut self, audit: Arc<AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Decide, count and record one request.
-    pub fn decide(
-        &self,
-        transport: &'static str,
-        mut req: Request,
-    ) -> (Request, AuthzDecision, Option<Claims>) {
+    pub fn decide(&self, transport: &'static str, mut req: Request) -> Decided {
         let start = Instant::now();
         if req.id.is_empty() {
             req.id = format!("keycard-{}", self.ids.fetch_add(1, Ordering::Relaxed));
@@ -81,21 +100,39 @@ impl AuthzState {
         let elapsed = start.elapsed();
         let d = checked.decision;
         self.metrics.observe(transport, &d, elapsed.as_secs_f64());
+        let now = SystemTime::now();
+        let latency_us = elapsed.as_micros() as u64;
         if let Some(sink) = &self.records {
             let rec = record(
                 transport_point(transport),
-                SystemTime::now(),
+                now,
                 &req,
                 checked.claims.as_ref(),
                 &d,
-                elapsed.as_micros() as u64,
+                latency_us,
             );
             sink.write(&rec);
         }
+        let log_unavailable = match &self.audit {
+            Some(a) => !a.admit(
+                now,
+                &req,
+                checked.claims.as_ref(),
+                &d,
+                latency_us,
+                &[("transport", transport)],
+            ),
+            None => false,
+        };
         if d.outcome == keycard_core::Outcome::Deny {
             tracing::debug!(request_id = %req.id, reason = d.reason.as_str(), policy = d.policy.as_deref().unwrap_or(""), "denied");
         }
-        (req, d, checked.claims)
+        Decided {
+            req,
+            decision: d,
+            claims: checked.claims,
+            log_unavailable,
+        }
     }
 }
 
@@ -327,6 +364,46 @@ pub fn check_response(req: &Request, d: &AuthzDecision, claims: Option<&Claims>)
     }
 }
 
+/// The CheckResponse refusing a request because the decision log cannot
+/// take records (fail closed): HTTP 503, `x-keycard-reason:
+/// decision-log-unavailable`.
+pub fn unavailable_response() -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::PermissionDenied as i32,
+            message: LOG_UNAVAILABLE.to_string(),
+            details: Vec::new(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: HttpStatusCode::ServiceUnavailable.into(),
+            }),
+            headers: vec![header(
+                "x-keycard-reason",
+                LOG_UNAVAILABLE,
+                HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )],
+            body: format!("denied: {LOG_UNAVAILABLE}\n"),
+        })),
+        ..CheckResponse::default()
+    }
+}
+
+/// The HTTP-variant response refusing a request because the decision log
+/// cannot take records.
+pub fn unavailable_http_response() -> http::Response<String> {
+    let body = format!("denied: {LOG_UNAVAILABLE}\n");
+    http::Response::builder()
+        .status(503)
+        .header("x-keycard-reason", LOG_UNAVAILABLE)
+        .body(body.clone())
+        .unwrap_or_else(|_| {
+            let mut r = http::Response::new(body);
+            *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            r
+        })
+}
+
 /// The gRPC Authorization service.
 #[derive(Clone)]
 pub struct AuthzGrpc {
@@ -340,11 +417,14 @@ impl Authorization for AuthzGrpc {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let req = request_from_check(request.get_ref());
-        let (req, d, claims) = self.state.decide("grpc", req);
+        let x = self.state.decide("grpc", req);
+        if x.log_unavailable {
+            return Ok(tonic::Response::new(unavailable_response()));
+        }
         Ok(tonic::Response::new(check_response(
-            &req,
-            &d,
-            claims.as_ref(),
+            &x.req,
+            &x.decision,
+            x.claims.as_ref(),
         )))
     }
 }

@@ -18,13 +18,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::authorizer::Authorizer;
-use crate::ext_authz::{http_response, request_from_http, AuthzGrpc, AuthzState};
+use crate::ext_authz::{
+    http_response, request_from_http, unavailable_http_response, AuthzGrpc, AuthzState,
+};
 use crate::files::{PostureDb, Revocations, Watched};
 use crate::jwt::{JwtValidator, ProviderConfig};
 use crate::loader::{PolicyStore, Reload};
 use crate::metrics::Metrics;
 use crate::policy::Mode;
-use crate::record::RecordSink;
+use crate::record::{AuditLogConfig, AuditSink, RecordSink};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Audit(#[from] crate::record::AuditLogError),
 }
 
 /// Where decision records go.
@@ -82,6 +86,10 @@ impl Running {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // Commit what the decision log has queued and sign a checkpoint.
+        if let Some(a) = self.state.audit.clone() {
+            let _ = tokio::task::spawn_blocking(move || a.shutdown(Duration::from_secs(10))).await;
+        }
     }
 }
 
@@ -100,6 +108,28 @@ fn local(l: &TcpListener) -> Option<SocketAddr> {
 
 /// Load everything, bind the listeners and start serving.
 pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
+    start_with(cfg, None).await
+}
+
+/// [`start`], also writing every decision to the tamper-evident decision
+/// log of `audit` (opened before any listener is bound).
+pub async fn start_with(
+    cfg: ServeConfig,
+    audit: Option<AuditLogConfig>,
+) -> Result<Running, ServeError> {
+    let writer = match &audit {
+        Some(a) => Some(a.open()?),
+        None => None,
+    };
+    start_writer(cfg, writer).await
+}
+
+/// [`start`] over a decision log writer already started (tests give one
+/// over a store that fails on command).
+pub async fn start_writer(
+    cfg: ServeConfig,
+    writer: Option<Arc<dyn keycard_audit::writer::DecisionWriter>>,
+) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(PolicyStore::open(&cfg.policy_dir, cfg.default_mode)?);
     metrics.set_policies(store.current().len());
@@ -155,11 +185,16 @@ pub async fn start(cfg: ServeConfig) -> Result<Running, ServeError> {
             )
         }
     };
-    let state = Arc::new(AuthzState::new(
-        Arc::new(authorizer),
-        metrics.clone(),
-        records,
-    ));
+    let mut state = AuthzState::new(Arc::new(authorizer), metrics.clone(), records);
+    if let Some(w) = writer {
+        state = state.with_audit(Arc::new(AuditSink::new(
+            w,
+            keycard_audit::EnforcementPoint::ExtAuthz,
+            Some(store.clone()),
+            metrics.clone(),
+        )));
+    }
+    let state = Arc::new(state);
     let (tx, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut running = Running {
@@ -316,7 +351,14 @@ fn text(status: u16, body: String) -> Resp {
 fn admin(st: &AuthzState, store: &PolicyStore, path: &str) -> Resp {
     match path {
         "/metrics" => {
-            let mut r = text(200, st.metrics.encode());
+            let mut body = st.metrics.encode();
+            if let Some(a) = &st.audit {
+                let trimmed = body.trim_end().strip_suffix("# EOF").map(str::to_string);
+                if let Some(t) = trimmed {
+                    body = format!("{t}{}# EOF\n", a.encode_metrics());
+                }
+            }
+            let mut r = text(200, body);
             if let Ok(v) = http::HeaderValue::from_str(
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             ) {
@@ -325,6 +367,17 @@ fn admin(st: &AuthzState, store: &PolicyStore, path: &str) -> Resp {
             r
         }
         "/healthz" => text(200, "ok\n".into()),
+        "/readyz"
+            if st.audit.as_ref().is_some_and(|a| {
+                a.writer().mode() == keycard_audit::FailureMode::FailClosed
+                    && !a.writer().available()
+            }) =>
+        {
+            text(
+                503,
+                "not ready: the decision log cannot take records (requests are refused)\n".into(),
+            )
+        }
         "/readyz" => match store.last_error() {
             // A failed reload leaves the last good set in force: still ready.
             Some(e) => text(200, format!("ready (last policy reload failed: {e})\n")),
@@ -352,8 +405,12 @@ async fn http_check(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let r = request_from_http(parts.method.as_str(), pq, &parts.headers, Some(peer));
-    let (r, d, claims) = st.decide("http", r);
-    let resp = http_response(&r, &d, claims.as_ref());
+    let x = st.decide("http", r);
+    let resp = if x.log_unavailable {
+        unavailable_http_response()
+    } else {
+        http_response(&x.req, &x.decision, x.claims.as_ref())
+    };
     let (p, b) = resp.into_parts();
     Ok(http::Response::from_parts(p, Full::new(Bytes::from(b))))
 }
@@ -362,6 +419,16 @@ async fn http_check(
 /// `on_ready` is called once every listener is bound.
 pub fn run_blocking(
     cfg: ServeConfig,
+    workers: usize,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), ServeError> {
+    run_blocking_with(cfg, None, workers, on_ready)
+}
+
+/// [`run_blocking`] with the tamper-evident decision log.
+pub fn run_blocking_with(
+    cfg: ServeConfig,
+    audit: Option<AuditLogConfig>,
     workers: usize,
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), ServeError> {
@@ -374,7 +441,7 @@ pub fn run_blocking(
             source,
         })?;
     rt.block_on(async move {
-        let running = start(cfg).await?;
+        let running = start_with(cfg, audit).await?;
         on_ready(&running);
         wait_for_signal().await;
         tracing::info!("shutting down");

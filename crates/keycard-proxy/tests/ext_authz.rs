@@ -300,3 +300,278 @@ async fn grpc_http_metrics_and_reload() {
     assert_eq!(first["reason"], "allowed_by_policy");
     assert_eq!(first["attributes"]["source"]["address"], "10.0.0.1:40000");
 }
+
+type Running = keycard_proxy::serve::Running;
+type Switch = std::sync::Arc<std::sync::atomic::AtomicBool>;
+type Writer = keycard_audit::writer::AuditWriter<
+    keycard_audit::testing::FailingStore<keycard_store::MemoryStore>,
+>;
+use std::sync::Arc;
+
+/// A server whose decision log is over a store that fails on command.
+async fn with_failing_log(
+    mode: keycard_audit::FailureMode,
+) -> (Running, Switch, Arc<Writer>, tempfile::TempDir) {
+    use keycard_audit::writer::{AuditWriter, WriterConfig};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("p")).unwrap();
+    std::fs::write(dir.path().join("p/api.yaml"), POLICIES).unwrap();
+    let key = keycard_audit::Ed25519Signer::generate("keycard/decisions").unwrap();
+    let (store, fail) =
+        keycard_audit::testing::FailingStore::new(keycard_store::MemoryStore::new());
+    let log = keycard_audit::DecisionLog::open("keycard/decisions", store, Box::new(key)).unwrap();
+    let writer = std::sync::Arc::new(
+        AuditWriter::start(
+            log,
+            WriterConfig {
+                queue: 4,
+                retry: Duration::from_millis(20),
+                mode,
+                ..WriterConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let running = keycard_proxy::serve::start_writer(
+        ServeConfig {
+            policy_dir: dir.path().join("p"),
+            default_mode: Mode::Enforce,
+            grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+            http_listen: Some("127.0.0.1:0".parse().unwrap()),
+            metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+            jwks: Vec::new(),
+            revocations: None,
+            posture: None,
+            decision_log: None,
+            poll_interval: Duration::from_secs(60),
+        },
+        Some(writer.clone()),
+    )
+    .await
+    .unwrap();
+    (running, fail, writer, dir)
+}
+
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_fail_closed_denies_until_writes_succeed() {
+    use std::sync::atomic::Ordering;
+    let (running, fail, writer, _dir) =
+        with_failing_log(keycard_audit::FailureMode::FailClosed).await;
+    let grpc = running.grpc.unwrap();
+    let http = running.http.unwrap();
+    let mut client = timeout(
+        Duration::from_secs(5),
+        AuthorizationClient::connect(format!("http://{grpc}")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let web = "spiffe://example.org/ns/prod/sa/web";
+    let allowed =
+        |r: &envoy_types::ext_authz::v3::pb::CheckResponse| r.status.as_ref().unwrap().code == 0;
+
+    let r = client
+        .check(check(web, "GET", "/v1/x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(allowed(&r));
+    wait_for("the first record committed", || {
+        writer.stats().committed == 1
+    })
+    .await;
+
+    // The store fails: the next record cannot be committed; from then on
+    // every request is denied with the reason header, over gRPC and HTTP.
+    fail.store(true, Ordering::Release);
+    let _ = client.check(check(web, "GET", "/v1/y")).await.unwrap();
+    wait_for("the log to be unavailable", || !writer.available()).await;
+    let r = client
+        .check(check(web, "GET", "/v1/z"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!allowed(&r), "fail closed: {r:?}");
+    let Some(HttpResponse::DeniedResponse(denied)) = r.http_response else {
+        panic!("{r:?}")
+    };
+    assert_eq!(denied.status.unwrap().code, 503);
+    let h = denied.headers[0].header.as_ref().unwrap();
+    assert_eq!(
+        (h.key.as_str(), h.value.as_str()),
+        ("x-keycard-reason", "decision-log-unavailable")
+    );
+    let (status, head, _) = http_get(
+        http,
+        "/v1/z",
+        "x-keycard-source-principal: spiffe://example.org/ns/prod/sa/web\r\nx-keycard-destination-principal: spiffe://example.org/ns/prod/sa/api\r\n",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        head.contains("x-keycard-reason: decision-log-unavailable"),
+        "{head}"
+    );
+    let metrics = running.metrics.unwrap();
+    let (_, _, body) = http_get(metrics, "/metrics", "").await;
+    assert!(body.contains("keycard_audit_available 0"), "{body}");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    let (status, _, _) = http_get(metrics, "/readyz", "").await;
+    assert_eq!(status, 503);
+
+    // Writes succeed again: the held batch is stored and requests pass.
+    fail.store(false, Ordering::Release);
+    wait_for("recovery", || writer.available()).await;
+    let r = client
+        .check(check(web, "GET", "/v1/after"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(allowed(&r), "{r:?}");
+    // Nothing accepted was lost: the record held while the store failed,
+    // the two refusals and the last allow are all committed.
+    wait_for("every record committed", || writer.stats().committed == 5).await;
+    assert_eq!(writer.stats().dropped, 0);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_fail_open_allows_and_counts_drops() {
+    use std::sync::atomic::Ordering;
+    let (running, fail, writer, _dir) =
+        with_failing_log(keycard_audit::FailureMode::FailOpen).await;
+    let grpc = running.grpc.unwrap();
+    let mut client = timeout(
+        Duration::from_secs(5),
+        AuthorizationClient::connect(format!("http://{grpc}")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let web = "spiffe://example.org/ns/prod/sa/web";
+    fail.store(true, Ordering::Release);
+    let _ = client.check(check(web, "GET", "/v1/y")).await.unwrap();
+    wait_for("the log to be unavailable", || !writer.available()).await;
+    for _ in 0..5 {
+        let r = client
+            .check(check(web, "GET", "/v1/z"))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status.unwrap().code,
+            0,
+            "fail open lets allowed requests through"
+        );
+    }
+    // The policy's own denials still stand.
+    let r = client
+        .check(check(web, "DELETE", "/admin/x"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(r.status.unwrap().code, 0);
+    // One record held by the failing commit, four queued, the rest dropped
+    // and counted.
+    assert_eq!(writer.stats().dropped, 2);
+    let (_, _, body) = http_get(running.metrics.unwrap(), "/metrics", "").await;
+    assert!(
+        body.contains("keycard_audit_records_dropped_total 2"),
+        "{body}"
+    );
+    running.stop().await;
+}
+
+/// Checks per second over one gRPC connection (16 in flight), without and
+/// with the decision log (SQLite, fail closed). Run with `--ignored
+/// --nocapture`; it prints the ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run explicitly"]
+async fn audit_log_cost_ratio() {
+    let n: usize = std::env::var("AUDIT_RATIO_CHECKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rates = Vec::new();
+    for with_log in [false, true, false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("p")).unwrap();
+        std::fs::write(dir.path().join("p/api.yaml"), POLICIES).unwrap();
+        let audit =
+            with_log.then(|| keycard_proxy::record::AuditLogConfig::new(dir.path().join("log")));
+        let running = keycard_proxy::serve::start_with(
+            ServeConfig {
+                policy_dir: dir.path().join("p"),
+                default_mode: Mode::Enforce,
+                grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+                http_listen: None,
+                metrics_listen: None,
+                jwks: Vec::new(),
+                revocations: None,
+                posture: None,
+                decision_log: None,
+                poll_interval: Duration::from_secs(60),
+            },
+            audit,
+        )
+        .await
+        .unwrap();
+        let grpc = running.grpc.unwrap();
+        let client = timeout(
+            Duration::from_secs(5),
+            AuthorizationClient::connect(format!("http://{grpc}")),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let t0 = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let mut c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (t..n).step_by(16) {
+                    let path = if i % 4 == 0 { "/admin/x" } else { "/v1/x" };
+                    let r = c
+                        .check(check("spiffe://example.org/ns/prod/sa/web", "GET", path))
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    assert!(r.status.is_some());
+                }
+            }));
+        }
+        for t in tasks {
+            timeout(Duration::from_secs(300), t).await.unwrap().unwrap();
+        }
+        let rate = n as f64 / t0.elapsed().as_secs_f64();
+        if let Some(a) = &running.state.audit {
+            let s = a.writer().stats();
+            println!(
+                "  log: committed {} dropped {} refused {}",
+                s.committed,
+                s.dropped,
+                a.refused()
+            );
+            assert_eq!(a.refused(), 0);
+        }
+        running.stop().await;
+        println!("with_log={with_log}: {rate:.0} checks/s");
+        rates.push((with_log, rate));
+    }
+    let avg = |w: bool| {
+        let v: Vec<f64> = rates.iter().filter(|r| r.0 == w).map(|r| r.1).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    println!(
+        "ext_authz checks/s with the decision log / without: {:.2}",
+        avg(true) / avg(false)
+    );
+}

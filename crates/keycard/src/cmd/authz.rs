@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use keycard_proxy::jwt::{parse_provider_config, JwksSource, ProviderConfig, ProviderKind};
-use keycard_proxy::serve::{run_blocking, DecisionLog, ServeConfig};
+use keycard_proxy::record::AuditLogConfig;
+use keycard_proxy::serve::{run_blocking_with, DecisionLog, ServeConfig};
 use keycard_proxy::Mode;
 
 /// The authorization commands.
@@ -15,6 +16,78 @@ use keycard_proxy::Mode;
 pub enum AuthzCommand {
     /// Serve Envoy ext_authz v3 (gRPC and HTTP) over keycard's authorization policies.
     Serve(ServeArgs),
+}
+
+/// What an enforcement point does when its decision log cannot take records.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditFailure {
+    /// Refuse requests until the log takes records again (ext_authz: deny
+    /// with x-keycard-reason: decision-log-unavailable; proxy: 503).
+    Closed,
+    /// Let decisions stand and count the records dropped.
+    Open,
+}
+
+/// The tamper-evident decision log of an enforcement point (`keycard authz
+/// serve`, `keycard proxy`).
+#[derive(Args, Debug, Clone)]
+pub struct AuditLogArgs {
+    /// Also append every decision to the tamper-evident decision log in DIR
+    /// (audit.db, audit.key 0600, audit.pub; created if absent), read by
+    /// `keycard audit verify/why/query --data-dir DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub audit_log: Option<PathBuf>,
+    /// When the log cannot take records (write error, full disk, queue full).
+    #[arg(long, value_enum, default_value = "closed", requires = "audit_log")]
+    pub audit_failure: AuditFailure,
+    /// Store this field as a keyed hash (repeatable): subject, resource,
+    /// action, reason, attributes.PATH. The first writer's rules are kept with
+    /// the log and every writer applies them.
+    #[arg(long = "audit-hash", value_name = "FIELD", requires = "audit_log")]
+    pub audit_hash: Vec<String>,
+    /// Store this field as **** (repeatable).
+    #[arg(long = "audit-mask", value_name = "FIELD", requires = "audit_log")]
+    pub audit_mask: Vec<String>,
+    /// Secret key of --audit-hash (HMAC-SHA-256), copied to DIR/audit.hash-key (0600).
+    #[arg(long, value_name = "FILE", requires = "audit_log")]
+    pub audit_hash_key_file: Option<PathBuf>,
+    /// Sign a checkpoint every N records.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub audit_checkpoint_every: u64,
+    /// Sign a checkpoint at least this often (seconds) while records arrive.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub audit_checkpoint_secs: u64,
+    /// Refuse to grow the log past this size (writes then stop, as on a full disk).
+    #[arg(long, value_name = "MIB")]
+    pub audit_max_size_mib: Option<u64>,
+    /// Records queued for the writer at most.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    pub audit_queue: usize,
+}
+
+impl AuditLogArgs {
+    /// The log's configuration, when --audit-log is given.
+    pub fn config(&self) -> Option<AuditLogConfig> {
+        let dir = self.audit_log.clone()?;
+        let mut c = AuditLogConfig::new(dir);
+        c.hash = self.audit_hash.clone();
+        c.mask = self.audit_mask.clone();
+        c.hash_key_file = self.audit_hash_key_file.clone();
+        c.max_size_bytes = self
+            .audit_max_size_mib
+            .map(|m| m.saturating_mul(1024 * 1024));
+        c.checkpoint = keycard_audit::CheckpointPolicy {
+            every_records: self.audit_checkpoint_every.max(1),
+            every_ms: i64::try_from(self.audit_checkpoint_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        };
+        c.writer.queue = self.audit_queue.max(1);
+        c.writer.mode = match self.audit_failure {
+            AuditFailure::Closed => keycard_audit::FailureMode::FailClosed,
+            AuditFailure::Open => keycard_audit::FailureMode::FailOpen,
+        };
+        Some(c)
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +148,16 @@ Envoy (HTTP filter):
       failure_mode_allow: false
       grpc_service: {envoy_grpc: {cluster_name: keycard}, timeout: 0.25s}
 
+  # every decision in the tamper-evident log too; refuse requests if it cannot take them
+  keycard authz serve --policy-dir policies/ --audit-log /var/lib/keycard/decisions
+  keycard audit verify --data-dir /var/lib/keycard/decisions
+  keycard audit why <x-request-id> --data-dir /var/lib/keycard/decisions
+
 Endpoints on --metrics-listen: /metrics (Prometheus), /healthz, /readyz.
 Decision records (--decision-log) are JSON lines that `keycard audit append` reads as they are.
+With --audit-log they also go to the tamper-evident decision log (id = the request id), in
+batches by a writer thread; if the log cannot take them, requests are denied with
+x-keycard-reason: decision-log-unavailable (HTTP 503) until it can, unless --audit-failure open.
 More: examples/authz/ in the source tree.
 
 Exit status: 0 after SIGINT or SIGTERM, 2 when the configuration or a file is invalid."
@@ -108,6 +189,8 @@ pub struct ServeArgs {
     /// Where decision records go (JSON lines): a file (appended) or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub decision_log: Option<String>,
+    #[command(flatten)]
+    pub audit: AuditLogArgs,
     /// Mode of policies that do not set spec.mode.
     #[arg(long, value_enum, default_value = "enforce")]
     pub default_mode: DefaultMode,
@@ -212,7 +295,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         }),
         poll_interval: Duration::from_millis(args.poll_ms),
     };
-    run_blocking(cfg, args.workers, |r| {
+    run_blocking_with(cfg, args.audit.config(), args.workers, |r| {
         let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         let policies = r.state.authorizer.policies().current().len();
         // One line on stderr, for people and for scripts that started us on port 0.

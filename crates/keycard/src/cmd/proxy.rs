@@ -124,6 +124,8 @@ pub struct ProxyArgs {
     /// Decision records (JSON lines): a file (appended) or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub decision_log: Option<String>,
+    #[command(flatten)]
+    pub audit: super::authz::AuditLogArgs,
     /// Flow records, one per connection (JSON lines): a file (appended) or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub flow_log: Option<String>,
@@ -240,6 +242,7 @@ pub fn config(args: ProxyArgs) -> anyhow::Result<(ProxyConfig, usize)> {
             posture: args.posture,
             decision_log: log_target(args.decision_log),
             flow_log: log_target(args.flow_log),
+            audit_log: args.audit.config(),
             admin_listen: args.admin_listen,
             server_names: args.server_name,
             poll_interval: Duration::from_millis(args.poll_ms.max(20)),
