@@ -4,6 +4,16 @@
 //! methods, paths, ports, headers and posture-free conditions; DENY
 //! policies on paths and ip blocks). The allowed request matches the last
 //! ALLOW rule, so every DENY rule and most ALLOW rules are tried first.
+//!
+//! `allow_unnormalised_path` is the allowed request spelled
+//! `/api//v99/./items`, which pays for path normalisation.
+//!
+//! For instruction counts, `KEYCARD_BENCH_ITERS=N` skips criterion and
+//! makes exactly N decisions of `KEYCARD_BENCH_CASE` (`allow`, `deny` or
+//! `unnormalised`), so that an instruction count (`perf stat -e
+//! instructions`, or `valgrind --tool=cachegrind --cache-sim=no` where the
+//! machine has no counters) with N and with 0 gives the cost of one
+//! decision: (count(N) - count(0)) / N.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use keycard_proxy::{compile_str, Authorizer, Mode, Peer, Request};
@@ -74,9 +84,43 @@ fn bench(c: &mut Criterion) {
     let mut denied = request(99);
     denied.source.principal = Some("spiffe://example.org/ns/x/sa/nobody".into());
     assert!(!authz.check(&denied).is_allowed());
+    let mut unnormalised = request(99);
+    unnormalised.path = "/api//v99/./items?limit=10".into();
+    assert!(authz.check(&unnormalised).is_allowed());
+    if let Some(n) = std::env::var("KEYCARD_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let case = std::env::var("KEYCARD_BENCH_CASE").unwrap_or_default();
+        let req = match case.as_str() {
+            "deny" => &denied,
+            "unnormalised" => &unnormalised,
+            _ => &allowed,
+        };
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            black_box(authz.check(black_box(req)));
+        }
+        let spent = t0.elapsed();
+        if n > 0 {
+            eprintln!(
+                "{n} decisions ({}): {:.0} ns each",
+                if case.is_empty() {
+                    "allow"
+                } else {
+                    case.as_str()
+                },
+                spent.as_nanos() as f64 / n as f64
+            );
+        }
+        std::process::exit(0);
+    }
     let mut g = c.benchmark_group("decision_100_rules");
     g.bench_function("allow_last_rule", |b| {
         b.iter(|| black_box(authz.check(black_box(&allowed))))
+    });
+    g.bench_function("allow_unnormalised_path", |b| {
+        b.iter(|| black_box(authz.check(black_box(&unnormalised))))
     });
     g.bench_function("deny_no_match", |b| {
         b.iter(|| black_box(authz.check(black_box(&denied))))

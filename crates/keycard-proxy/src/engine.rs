@@ -26,7 +26,7 @@ use keycard_core::Outcome;
 use serde::Serialize;
 
 use crate::matcher::PatternIndex;
-use crate::policy::{Action, Match, Mode, Policy};
+use crate::policy::{Action, Matching, Mode, Policy};
 use crate::request::Attrs;
 
 /// Why a decision came out as it did.
@@ -233,10 +233,10 @@ impl PolicySet {
         let mut shadow_deny: Option<(Hit<'_>, Option<String>)> = None;
         for p in &self.deny {
             let (rule, rego_error) = match p.evaluate_ref(a, candidates) {
-                Match::Matched(rule) => (rule, None),
+                Matching::Matched(rule) => (rule, None),
                 // Fail closed: a DENY policy whose Rego failed counts as matching.
-                Match::RegoError(rule, e) => (rule, Some(e)),
-                Match::NoMatch | Match::NotApplicable => continue,
+                Matching::RegoError(rule, e) => (rule, Some(e)),
+                Matching::NoMatch | Matching::NotApplicable => continue,
             };
             let hit = Hit {
                 policy: p,
@@ -262,7 +262,7 @@ impl PolicySet {
         let mut rego_failure: Option<(Hit<'_>, String)> = None;
         for p in &self.allow {
             let m = p.evaluate_ref(a, candidates);
-            if let Match::NotApplicable = m {
+            if let Matching::NotApplicable = m {
                 continue;
             }
             let hit = Hit {
@@ -279,7 +279,7 @@ impl PolicySet {
                 any_applies = Some(hit);
             }
             match m {
-                Match::Matched(rule) => {
+                Matching::Matched(rule) => {
                     any_match = true;
                     if p.mode == Mode::Enforce && enforce_match.is_none() {
                         enforce_match = Some(Hit {
@@ -288,7 +288,7 @@ impl PolicySet {
                         });
                     }
                 }
-                Match::RegoError(rule, e) if rego_failure.is_none() => {
+                Matching::RegoError(rule, e) if rego_failure.is_none() => {
                     rego_failure = Some((
                         Hit {
                             rule: Some(rule),
@@ -375,7 +375,7 @@ impl PolicySet {
             d.detail = rego_error.map(|e| format!("rego: {e}"));
         }
         for p in &self.audit {
-            if let Match::Matched(_) | Match::RegoError(..) = p.evaluate_ref(a, candidates) {
+            if let Matching::Matched(_) | Matching::RegoError(..) = p.evaluate_ref(a, candidates) {
                 d.audit_policies.push(p.name.clone());
             }
         }

@@ -437,25 +437,25 @@ impl Policy {
     /// Match the policy against a request.
     pub fn evaluate(&self, a: &Attrs<'_>) -> PolicyMatch {
         match self.evaluate_ref(a, None) {
-            Match::NotApplicable => PolicyMatch::NotApplicable,
-            Match::NoMatch => PolicyMatch::NoMatch,
-            Match::Matched(r) => PolicyMatch::Matched(r.clone()),
-            Match::RegoError(r, e) => PolicyMatch::RegoError(r.clone(), e),
+            Matching::NotApplicable => PolicyMatch::NotApplicable,
+            Matching::NoMatch => PolicyMatch::NoMatch,
+            Matching::Matched(r) => PolicyMatch::Matched(r.clone()),
+            Matching::RegoError(r, e) => PolicyMatch::RegoError(r.clone(), e),
         }
     }
 
     /// [`Policy::evaluate`] without reference counting, for the engine;
     /// `candidates` (the principal index's bits) skips rules that cannot
     /// match.
-    pub(crate) fn evaluate_ref(&self, a: &Attrs<'_>, candidates: Option<&[u64]>) -> Match<'_> {
+    pub(crate) fn evaluate_ref(&self, a: &Attrs<'_>, candidates: Option<&[u64]>) -> Matching<'_> {
         if !self.applies(a) {
-            return Match::NotApplicable;
+            return Matching::NotApplicable;
         }
         let rule = if self.rules.is_empty() {
             // Istio: a policy without rules matches nothing; keycard: unless
             // it has a Rego rule, which then decides alone.
             if self.rego.is_none() {
-                return Match::NoMatch;
+                return Matching::NoMatch;
             }
             &self.rego_rule_id
         } else {
@@ -465,22 +465,22 @@ impl Policy {
                 .find(|r| r.admitted(candidates) && r.matches(a))
             {
                 Some(r) => &r.id,
-                None => return Match::NoMatch,
+                None => return Matching::NoMatch,
             }
         };
         match &self.rego {
-            None => Match::Matched(rule),
+            None => Matching::Matched(rule),
             Some(rego) => match rego.evaluate(a) {
-                Ok(true) => Match::Matched(rule),
-                Ok(false) => Match::NoMatch,
-                Err(e) => Match::RegoError(rule, e),
+                Ok(true) => Matching::Matched(rule),
+                Ok(false) => Matching::NoMatch,
+                Err(e) => Matching::RegoError(rule, e),
             },
         }
     }
 }
 
 /// [`PolicyMatch`] borrowing the rule id.
-pub(crate) enum Match<'p> {
+pub(crate) enum Matching<'p> {
     NotApplicable,
     NoMatch,
     Matched(&'p Arc<str>),

@@ -334,6 +334,17 @@ impl<'a> Attrs<'a> {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
+        // The normalised path with the query as sent: what the app receives.
+        let query = r
+            .path
+            .split('#')
+            .next()
+            .and_then(|p| p.split_once('?'))
+            .map(|(_, q)| q);
+        let full_path = match query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.to_string(),
+        };
         let peer = |p: &crate::request::Peer, ns: Option<&str>| {
             serde_json::json!({
                 "principal": p.principal,
@@ -350,7 +361,8 @@ impl<'a> Attrs<'a> {
                 "host": r.host,
                 "method": r.method,
                 "path": self.path.as_ref(),
-                "full_path": r.path,
+                "full_path": full_path,
+                "raw_path": r.path,
                 "headers": headers,
                 "auth": self.auth.map(|c| serde_json::json!({
                     "principal": c.principal,

@@ -276,7 +276,7 @@ fn gen_policy(g: &mut Gen, i: usize) -> PolicySpec {
     }
     PolicySpec {
         name: format!("p{i:02}"),
-        action: *g.pick(&["ALLOW", "ALLOW", "DENY", "AUDIT"]),
+        action: ["ALLOW", "ALLOW", "DENY", "AUDIT"][g.below(4)],
         mode: if g.chance(25) {
             Mode::Audit
         } else {
@@ -546,7 +546,7 @@ fn reference(policies: &[PolicySpec], c: &Case) -> Verdict {
         (
             o,
             r,
-            p.map(|p| full_name(p)),
+            p.map(full_name),
             rule,
             p.map_or(Mode::Enforce, |p| p.mode),
             audits.clone(),
