@@ -64,10 +64,11 @@ impl TestDatabase {
         }
         let name = format!("kc_{tag}_{}", std::process::id());
         let mut c = Client::connect(&admin, NoTls).map_err(backend)?;
-        c.batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-        ))
-        .map_err(backend)?;
+        // One statement per call: neither may run in a transaction block.
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .map_err(backend)?;
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .map_err(backend)?;
         let conninfo = with_dbname(&admin, &name);
         Ok(Some(TestDatabase {
             admin,
