@@ -38,8 +38,11 @@ mod server;
 mod workload;
 
 pub use attest::k8s::{
-    parse_cgroup_container, pods_from_pod_list_json, CgroupContainer, ContainerInfo, K8sAttestor,
-    PodInfo, PodLookup, RefreshingPodLookup, StaticPodLookup,
+    match_pod, parse_cgroup_container, pods_from_pod_list_json, CgroupContainer, ContainerInfo,
+    K8sAttestor, PodInfo, PodLookup, RefreshOptions, RefreshingPodLookup, StaticPodLookup,
+};
+pub use attest::kubelet::{
+    kubelet_pod_lookup, KubeletClient, KubeletConfig, KubeletError, KubeletPodLookup,
 };
 pub use attest::unix::UnixAttestor;
 pub use attest::{AttestError, Attestor, CompositeAttestor, PeerCred};

@@ -1,11 +1,13 @@
 //! Kubernetes attestation: the caller's pod UID and container ID from
 //! `/proc/<pid>/cgroup`, then the pod itself from a [`PodLookup`] (the
-//! kubelet's `/pods` or the API server).
+//! kubelet's `/pods`, see [`super::kubelet`], or the API server), matched
+//! on both the pod UID and the container ID.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use keycard_core::Selector;
 
@@ -64,6 +66,21 @@ pub trait PodLookup: Send + Sync + 'static {
     ) -> Result<Option<PodInfo>, AttestError>;
 }
 
+/// The pod that holds `container_id` (and, when the cgroup named one, has
+/// UID `pod_uid`). Both must match: a pod UID alone is not enough, so a
+/// container that its pod's status does not list yet is not attested with
+/// the pod's identity.
+pub fn match_pod<'a>(
+    pods: &'a [PodInfo],
+    pod_uid: Option<&str>,
+    container_id: &str,
+) -> Option<&'a PodInfo> {
+    pods.iter().find(|p| {
+        pod_uid.is_none_or(|uid| p.uid == uid)
+            && p.containers.iter().any(|c| c.container_id == container_id)
+    })
+}
+
 /// A fixed list of pods, as read from the kubelet's `/pods` (see
 /// [`pods_from_pod_list_json`]).
 #[derive(Debug, Clone, Default)]
@@ -78,31 +95,59 @@ impl PodLookup for StaticPodLookup {
         pod_uid: Option<&str>,
         container_id: &str,
     ) -> Result<Option<PodInfo>, AttestError> {
-        Ok(self
-            .pods
-            .iter()
-            .find(|p| match pod_uid {
-                Some(uid) => p.uid == uid,
-                None => p.containers.iter().any(|c| c.container_id == container_id),
-            })
-            .cloned())
+        Ok(match_pod(&self.pods, pod_uid, container_id).cloned())
     }
 }
 
+/// How a [`RefreshingPodLookup`] caches and refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshOptions {
+    /// A fetched pod list answers lookups for this long; past it, the next
+    /// lookup fetches again (labels change, pods go).
+    pub max_age: Duration,
+    /// Fetches are at least this far apart, however many lookups miss.
+    pub min_refresh: Duration,
+    /// When the cgroup names a pod that the list does not hold (yet), keep
+    /// fetching, `min_refresh` apart, for this long: the kubelet lists a
+    /// container's ID shortly after the container starts.
+    pub new_pod_wait: Duration,
+}
+
+impl Default for RefreshOptions {
+    fn default() -> Self {
+        RefreshOptions {
+            max_age: Duration::from_secs(10),
+            min_refresh: Duration::from_millis(250),
+            new_pod_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Polls no faster than this while waiting for a new pod.
+const MIN_POLL: Duration = Duration::from_millis(20);
+
+struct PodCache {
+    fetched_at: Option<Instant>,
+    pods: Vec<PodInfo>,
+}
+
 /// A pod list fetched on demand (from the kubelet's `/pods` or the API by
-/// `fetch`) and cached; a pod or container not in the cache triggers a
-/// refetch (a new pod appears in the kubelet shortly after its container
-/// starts), at most once per `min_refresh`.
+/// `fetch`) and cached for [`RefreshOptions::max_age`]. A lookup that misses
+/// fetches again at once (so a new pod is found on the first call after it
+/// starts), fetches stay [`RefreshOptions::min_refresh`] apart, and a pod
+/// named by the cgroup but not listed yet is waited for up to
+/// [`RefreshOptions::new_pod_wait`]. A failed fetch fails the lookup: a
+/// stale list never answers.
 pub struct RefreshingPodLookup<F> {
     fetch: F,
-    min_refresh: std::time::Duration,
-    cache: std::sync::Mutex<(Option<std::time::Instant>, Vec<PodInfo>)>,
+    options: RefreshOptions,
+    cache: Mutex<PodCache>,
 }
 
 impl<F> std::fmt::Debug for RefreshingPodLookup<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RefreshingPodLookup")
-            .field("min_refresh", &self.min_refresh)
+            .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
@@ -111,12 +156,28 @@ impl<F> RefreshingPodLookup<F>
 where
     F: Fn() -> Result<Vec<PodInfo>, AttestError> + Send + Sync + 'static,
 {
-    /// Fetches with `fetch` when needed, at most once per `min_refresh`.
-    pub fn new(fetch: F, min_refresh: std::time::Duration) -> Self {
+    /// Fetches with `fetch` on a miss, at most once per `min_refresh`,
+    /// without waiting for new pods; a fetched list never goes stale.
+    pub fn new(fetch: F, min_refresh: Duration) -> Self {
+        Self::with_options(
+            fetch,
+            RefreshOptions {
+                max_age: Duration::MAX,
+                min_refresh,
+                new_pod_wait: Duration::ZERO,
+            },
+        )
+    }
+
+    /// Fetches with `fetch` as `options` say.
+    pub fn with_options(fetch: F, options: RefreshOptions) -> Self {
         RefreshingPodLookup {
             fetch,
-            min_refresh,
-            cache: std::sync::Mutex::new((None, Vec::new())),
+            options,
+            cache: Mutex::new(PodCache {
+                fetched_at: None,
+                pods: Vec::new(),
+            }),
         }
     }
 }
@@ -130,28 +191,51 @@ where
         pod_uid: Option<&str>,
         container_id: &str,
     ) -> Result<Option<PodInfo>, AttestError> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| AttestError::PodLookup("pod cache poisoned".into()))?;
-        let cached = StaticPodLookup {
-            pods: std::mem::take(&mut cache.1),
+        let o = self.options;
+        let wait_for = if pod_uid.is_some() {
+            o.new_pod_wait
+        } else {
+            Duration::ZERO
         };
-        let hit = cached.find_pod(pod_uid, container_id)?;
-        cache.1 = cached.pods;
-        if hit.is_some() {
-            return Ok(hit);
+        let deadline = Instant::now() + wait_for;
+        let mut fetched_here = false;
+        let poisoned = |_| AttestError::PodLookup("pod cache poisoned".into());
+        let mut cache = self.cache.lock().map_err(poisoned)?;
+        loop {
+            let age = cache.fetched_at.map(|at| at.elapsed());
+            let fresh = age.is_some_and(|a| a < o.max_age);
+            if fresh || fetched_here {
+                if let Some(p) = match_pod(&cache.pods, pod_uid, container_id) {
+                    return Ok(Some(p.clone()));
+                }
+            }
+            // A miss or a stale list: fetch, no sooner than `min_refresh`
+            // after the last fetch (and than MIN_POLL after our own).
+            let gap = if fetched_here {
+                o.min_refresh.max(MIN_POLL)
+            } else {
+                o.min_refresh
+            };
+            let wait = age.map_or(Duration::ZERO, |a| gap.saturating_sub(a));
+            if !wait.is_zero() {
+                // A miss in a list that is current: give up at the deadline.
+                if (fresh || fetched_here) && Instant::now() + wait > deadline {
+                    return Ok(None);
+                }
+                drop(cache);
+                std::thread::sleep(wait);
+                cache = self.cache.lock().map_err(poisoned)?;
+                // Another lookup may have fetched meanwhile: look again.
+                if cache.fetched_at.is_some_and(|at| at.elapsed() < gap) {
+                    fetched_here = true;
+                    continue;
+                }
+            }
+            let pods = (self.fetch)()?;
+            cache.fetched_at = Some(Instant::now());
+            cache.pods = pods;
+            fetched_here = true;
         }
-        let due = cache.0.is_none_or(|at| at.elapsed() >= self.min_refresh);
-        if !due {
-            return Ok(None);
-        }
-        cache.0 = Some(std::time::Instant::now());
-        cache.1 = (self.fetch)()?;
-        StaticPodLookup {
-            pods: cache.1.clone(),
-        }
-        .find_pod(pod_uid, container_id)
     }
 }
 
@@ -202,10 +286,15 @@ pub fn pods_from_pod_list_json(json: &[u8]) -> Result<Vec<PodInfo>, AttestError>
             for c in list {
                 let id = s(c, &["containerID"]);
                 let id = id.split_once("://").map_or(id.as_str(), |(_, i)| i);
+                // A container that has not started has no ID yet; it can
+                // match nothing.
+                if id.is_empty() {
+                    continue;
+                }
                 containers.push(ContainerInfo {
                     name: s(c, &["name"]),
                     image: s(c, &["image"]),
-                    container_id: id.to_string(),
+                    container_id: id.to_ascii_lowercase(),
                 });
             }
         }
@@ -254,11 +343,16 @@ fn container_id_of(segment: &str) -> Option<String> {
 }
 
 /// Finds the container (and pod) in the text of `/proc/<pid>/cgroup`:
-/// cgroup v1 (`N:controllers:/path`) and v2 (`0::/path`), with the cgroupfs
+/// cgroup v1 (`N:controllers:/path`) and v2 (`0::/path`, also relative to a
+/// private cgroup namespace: `0::/../../kubepods-…`), with the cgroupfs
 /// (`/kubepods/burstable/pod<uid>/<id>`) and systemd
-/// (`kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`) layouts
-/// of containerd, CRI-O and Docker. `None` when the caller is in no
-/// container.
+/// (`kubepods-burstable-pod<uid_>.slice/cri-containerd-<id>.scope`) drivers
+/// of containerd, CRI-O (`crio-<id>`) and Docker (`docker-<id>`). `None`
+/// when the caller is in no container.
+///
+/// Under a pod, the container is the first container-shaped segment after
+/// the pod's: a sub-cgroup that a container makes inside its own (named
+/// like another container) does not change who it is.
 pub fn parse_cgroup_container(cgroup: &str) -> Option<CgroupContainer> {
     for line in cgroup.lines() {
         let mut parts = line.splitn(3, ':');
@@ -270,8 +364,11 @@ pub fn parse_cgroup_container(cgroup: &str) -> Option<CgroupContainer> {
         for seg in path.split('/') {
             if let Some(uid) = pod_uid_of(seg) {
                 pod_uid = Some(uid);
+                container_id = None;
             } else if let Some(id) = container_id_of(seg) {
-                container_id = Some(id);
+                if pod_uid.is_none() || container_id.is_none() {
+                    container_id = Some(id);
+                }
             }
         }
         if let Some(container_id) = container_id {
@@ -366,10 +463,14 @@ impl Attestor for K8sAttestor {
             Some(pod) => Ok(Self::selectors_of(&pod, &found.container_id)),
             // In a pod the kubelet does not know (yet): refuse rather than
             // hand out a container's identity without its pod's selectors.
-            None if found.pod_uid.is_some() => Err(AttestError::PodLookup(format!(
-                "pod {} is not known to the kubelet",
-                found.pod_uid.as_deref().unwrap_or_default()
-            ))),
+            None if found.pod_uid.is_some() => {
+                let uid = found.pod_uid.as_deref().unwrap_or_default();
+                tracing::warn!(pid, pod_uid = uid, container_id = %found.container_id, "caller's pod or container is not known to the kubelet");
+                Err(AttestError::PodLookup(format!(
+                    "pod {uid} with container {} is not known to the kubelet",
+                    found.container_id
+                )))
+            }
             // A container outside Kubernetes (plain Docker): no k8s selectors.
             None => Ok(Vec::new()),
         }
@@ -413,6 +514,127 @@ mod tests {
                 "{c}"
             );
         }
+    }
+
+    /// Whole `/proc/<pid>/cgroup` files, as the kernel writes them, per
+    /// cgroup version, driver and runtime: (case, text).
+    fn realistic_cgroup_files() -> Vec<(&'static str, String)> {
+        let uid_ = UID.replace('-', "_");
+        let v1 = |path: &str| {
+            [
+                "12:hugetlb",
+                "11:memory",
+                "10:cpu,cpuacct",
+                "9:pids",
+                "8:devices",
+                "7:net_cls,net_prio",
+                "6:freezer",
+                "5:blkio",
+                "4:perf_event",
+                "3:cpuset",
+                "2:rdma",
+                "1:name=systemd",
+            ]
+            .iter()
+            .map(|c| format!("{c}:{path}\n"))
+            .collect::<String>()
+                + "0::/\n"
+        };
+        vec![
+            (
+                "v1 cgroupfs containerd burstable",
+                v1(&format!("/kubepods/burstable/pod{UID}/{CID}")),
+            ),
+            (
+                "v1 cgroupfs docker besteffort",
+                v1(&format!("/kubepods/besteffort/pod{UID}/{CID}")),
+            ),
+            (
+                "v1 cgroupfs cri-o",
+                v1(&format!("/kubepods/burstable/pod{UID}/crio-{CID}")),
+            ),
+            (
+                "v1 systemd containerd",
+                v1(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{CID}.scope")),
+            ),
+            (
+                "v1 systemd cri-o guaranteed",
+                v1(&format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-{CID}.scope")),
+            ),
+            (
+                "v1 systemd docker",
+                v1(&format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/docker-{CID}.scope")),
+            ),
+            (
+                "v2 systemd containerd",
+                format!("0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/cri-containerd-{CID}.scope\n"),
+            ),
+            (
+                "v2 systemd cri-o",
+                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/crio-{CID}.scope\n"),
+            ),
+            (
+                "v2 cgroupfs containerd",
+                format!("0::/kubepods/besteffort/pod{UID}/{CID}\n"),
+            ),
+            (
+                "v2 cgroupfs cri-o",
+                format!("0::/kubepods/pod{UID}/crio-{CID}\n"),
+            ),
+            (
+                "v2 read from a pod with a private cgroup namespace",
+                format!("0::/../../kubepods-besteffort-pod{uid_}.slice/cri-containerd-{CID}.scope\n"),
+            ),
+            (
+                "v2 a process in a sub-cgroup of its container",
+                format!("0::/kubepods/burstable/pod{UID}/{CID}/init.scope\n"),
+            ),
+            (
+                "v2 uppercase hex in the path",
+                format!("0::/kubepods/burstable/pod{}/{}\n", UID.to_uppercase(), CID.to_uppercase()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn cgroup_files_of_every_runtime_and_driver() {
+        for (case, text) in realistic_cgroup_files() {
+            assert_eq!(
+                parse_cgroup_container(&text),
+                Some(CgroupContainer {
+                    pod_uid: Some(UID.to_string()),
+                    container_id: CID.to_string()
+                }),
+                "{case}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sub_cgroup_named_like_another_container_does_not_change_the_container() {
+        let other = "c".repeat(64);
+        let text = format!("0::/kubepods/burstable/pod{UID}/{CID}/cri-containerd-{other}.scope\n");
+        assert_eq!(
+            parse_cgroup_container(&text).map(|c| c.container_id),
+            Some(CID.to_string())
+        );
+    }
+
+    #[test]
+    fn a_pod_uid_alone_matches_no_container() {
+        let pods = pod_list();
+        // The right pod, a container its status does not list (yet).
+        assert!(match_pod(&pods, Some(UID), &"d".repeat(64)).is_none());
+        // A listed container, claimed under another pod's UID.
+        assert!(match_pod(&pods, Some("5a6e8c2e-1b2c-4d5e-8f90-0123456789ab"), CID).is_none());
+        assert_eq!(
+            match_pod(&pods, Some(UID), CID).map(|p| p.name.as_str()),
+            Some("web-1")
+        );
+        assert_eq!(
+            match_pod(&pods, None, CID).map(|p| p.name.as_str()),
+            Some("web-1")
+        );
     }
 
     #[test]
@@ -485,6 +707,55 @@ mod tests {
         }
         assert!(pods_from_pod_list_json(b"{}").is_err());
         assert!(pods_from_pod_list_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn refreshing_lookup_waits_for_a_new_pod_within_bounds() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Never cached, never found: gives up at the deadline, having
+        // fetched `min_refresh` apart.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let lookup = RefreshingPodLookup::with_options(
+            move || {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(Vec::new())
+            },
+            RefreshOptions {
+                max_age: Duration::ZERO,
+                min_refresh: Duration::from_millis(50),
+                new_pod_wait: Duration::from_millis(300),
+            },
+        );
+        let started = Instant::now();
+        assert_eq!(lookup.find_pod(Some(UID), CID).unwrap(), None);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        let n = calls.load(Ordering::SeqCst);
+        assert!((2..=8).contains(&n), "{n} fetches");
+        // Without a pod UID (a plain container) there is no waiting.
+        calls.store(0, Ordering::SeqCst);
+        assert_eq!(lookup.find_pod(None, CID).unwrap(), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Found on the third fetch: waited for, not refused.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&calls);
+        let lookup = RefreshingPodLookup::with_options(
+            move || {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                Ok(if n < 2 { Vec::new() } else { pod_list() })
+            },
+            RefreshOptions {
+                min_refresh: Duration::from_millis(20),
+                ..RefreshOptions::default()
+            },
+        );
+        assert!(lookup.find_pod(Some(UID), CID).unwrap().is_some());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
     #[test]

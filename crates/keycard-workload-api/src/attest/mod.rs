@@ -6,6 +6,7 @@ use std::sync::Arc;
 use keycard_core::Selector;
 
 pub mod k8s;
+pub mod kubelet;
 pub mod unix;
 
 /// The peer credentials of a Unix socket connection (`SO_PEERCRED`), taken
