@@ -56,12 +56,46 @@ fn parse_doc(path: &str, text: &str) -> Result<Value, FileError> {
     yaml_serde::from_str::<Value>(text).map_err(|e| err(e.to_string()))
 }
 
+/// What `stat` says about a file: a replacement by rename (how keycard's
+/// agent and most tools write) changes the inode, an edit in place the
+/// size or modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    ino: u64,
+    #[cfg(unix)]
+    ctime_ns: i64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        #[cfg(unix)]
+        ino: m.ino(),
+        #[cfg(unix)]
+        ctime_ns: m.ctime().saturating_mul(1_000_000_000) + m.ctime_nsec(),
+    })
+}
+
 /// A file parsed into `T`, reloaded on change.
+///
+/// A check costs one `stat` while the file is unchanged; the file is read
+/// only when its metadata moved, and parsed only when its bytes differ
+/// from the content in force. So enforcers can check often (every 100 ms
+/// or less) and pick up an agent's update well within a second.
 pub struct Watched<T> {
     path: PathBuf,
     parse: fn(&str, &str) -> Result<T, FileError>,
     current: RwLock<Arc<T>>,
     fingerprint: Mutex<u64>,
+    /// The metadata when the file was last read.
+    stamp: Mutex<Option<Stamp>>,
     errors: AtomicU64,
     last_error: RwLock<Option<String>>,
 }
@@ -71,6 +105,22 @@ impl<T> Watched<T> {
         path: &Path,
         parse: fn(&str, &str) -> Result<T, FileError>,
     ) -> Result<(T, u64), FileError> {
+        match Self::read_unless(path, parse, None)? {
+            (Some(v), fp) => Ok((v, fp)),
+            // Unreachable: with no fingerprint to match, the file is parsed.
+            (None, _) => Err(FileError {
+                path: path.display().to_string(),
+                message: "not parsed".into(),
+            }),
+        }
+    }
+
+    /// Reads the file; parses it unless its fingerprint is `unless`.
+    fn read_unless(
+        path: &Path,
+        parse: fn(&str, &str) -> Result<T, FileError>,
+        unless: Option<u64>,
+    ) -> Result<(Option<T>, u64), FileError> {
         let name = path.display().to_string();
         let text = read_limited(path, MAX_WATCHED_FILE_BYTES).map_err(|e| FileError {
             path: name.clone(),
@@ -78,7 +128,11 @@ impl<T> Watched<T> {
         })?;
         let mut h = DefaultHasher::new();
         text.hash(&mut h);
-        Ok((parse(&name, &text)?, h.finish()))
+        let fp = h.finish();
+        if unless == Some(fp) {
+            return Ok((None, fp));
+        }
+        Ok((Some(parse(&name, &text)?), fp))
     }
 
     /// Read the file now; fails when it is invalid.
@@ -87,12 +141,14 @@ impl<T> Watched<T> {
         parse: fn(&str, &str) -> Result<T, FileError>,
     ) -> Result<Self, FileError> {
         let path = path.into();
+        let before = stamp(&path);
         let (value, fp) = Self::read(&path, parse)?;
         Ok(Watched {
             path,
             parse,
             current: RwLock::new(Arc::new(value)),
             fingerprint: Mutex::new(fp),
+            stamp: Mutex::new(before),
             errors: AtomicU64::new(0),
             last_error: RwLock::new(None),
         })
@@ -121,9 +177,19 @@ impl<T> Watched<T> {
     /// Re-read; `Ok(true)` when new content is in force, `Err` when the
     /// file changed but is invalid (the old content stays).
     pub fn reload_if_changed(&self) -> Result<bool, FileError> {
-        let res = Self::read(&self.path, self.parse);
+        // Taken before reading: a write racing the read shows up next time.
+        let now = stamp(&self.path);
+        if let Ok(mut last) = self.stamp.lock() {
+            if now.is_some() && *last == now {
+                return Ok(false);
+            }
+            *last = now;
+        }
+        let known = self.fingerprint.lock().ok().map(|g| *g);
+        let res = Self::read_unless(&self.path, self.parse, known);
         let (value, fp) = match res {
-            Ok(x) => x,
+            Ok((None, _)) => return Ok(false),
+            Ok((Some(v), fp)) => (v, fp),
             Err(e) => {
                 // Report a broken file once per change of its bytes.
                 let mut h = DefaultHasher::new();
@@ -368,6 +434,35 @@ mod tests {
             Revocations::parse("r.yaml", "").unwrap(),
             Revocations::default()
         );
+    }
+
+    #[test]
+    fn a_watched_file_is_reread_only_when_it_moved_and_reparsed_only_when_its_bytes_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let a = r#"{"spiffeIds": ["spiffe://td/a"]}"#;
+        std::fs::write(&path, a).unwrap();
+        let w = Watched::open(&path, Revocations::parse).unwrap();
+        assert!(!w.reload_if_changed().unwrap(), "nothing moved");
+        // Replaced by rename with the same bytes: read, not swapped.
+        let tmp = dir.path().join("r.tmp");
+        std::fs::write(&tmp, a).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(!w.reload_if_changed().unwrap());
+        // Replaced by rename with new bytes: in force at the next check.
+        std::fs::write(&tmp, r#"{"spiffeIds": ["spiffe://td/b"]}"#).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        assert!(w.reload_if_changed().unwrap());
+        assert!(w.current().is_revoked(Some("spiffe://td/b"), None));
+        // Edited in place (another size): seen too.
+        std::fs::write(&path, r#"{"spiffeIds": ["spiffe://td/cc"]}"#).unwrap();
+        assert!(w.reload_if_changed().unwrap());
+        assert!(w.current().is_revoked(Some("spiffe://td/cc"), None));
+        // Broken: the last good content stays, the error is reported once.
+        std::fs::write(&path, "{").unwrap();
+        assert!(w.reload_if_changed().is_err());
+        assert!(!w.reload_if_changed().unwrap());
+        assert!(w.current().is_revoked(Some("spiffe://td/cc"), None));
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/api-tokens", post(create_api_token))
         .merge(crate::node_api::routes())
         .merge(crate::control::routes())
+        .merge(crate::policies::routes())
         .merge(crate::metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -591,6 +592,26 @@ pub fn openapi_document() -> Value {
                     "responses": {"200": {"description": "records"}, "401": err.clone(), "403": err.clone()}
                 }
             },
+            "/v1/policies": {
+                "get": op("policies (authz, rego, gatekeeper), without their text, and the document revision", "auditor", None, "200"),
+                "post": op("create a policy, validated first (409 if the name exists)", "operator", Some("PolicyRequest"), "201")
+            },
+            "/v1/policies/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": op("show a policy with its text", "auditor", None, "200"),
+                "put": op("create or replace a policy, validated first", "operator", Some("PolicyRequest"), "200"),
+                "delete": op("delete a policy", "operator", None, "200")
+            },
+            "/v1/exceptions": {
+                "get": op("exception documents, without their text", "auditor", None, "200"),
+                "post": op("create an exceptions document, validated first", "operator", Some("ExceptionRequest"), "201")
+            },
+            "/v1/exceptions/{name}": {
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "get": op("show an exceptions document", "auditor", None, "200"),
+                "put": op("create or replace an exceptions document", "operator", Some("ExceptionRequest"), "200"),
+                "delete": op("delete an exceptions document", "operator", None, "200")
+            },
             "/v1/grants/{id}/approve": {
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "post": op("approve a pending grant (not by its requester)", "operator", None, "200")
@@ -616,6 +637,12 @@ pub fn openapi_document() -> Value {
                 "PostureRequest": {"type": "object", "required": ["subject", "attributes", "ttl_secs"], "additionalProperties": false, "properties": {
                     "subject": {"type": "string"}, "ttl_secs": {"type": "integer", "minimum": 1},
                     "attributes": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}}},
+                "PolicyRequest": {"type": "object", "required": ["kind", "text"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", "description": "required on POST; on PUT the path's"},
+                    "kind": {"enum": ["authz", "rego", "gatekeeper"]},
+                    "text": {"type": "string", "description": "the policy file: AuthorizationPolicy YAML/JSON, a Rego module, or Gatekeeper templates and constraints"}}},
+                "ExceptionRequest": {"type": "object", "required": ["text"], "additionalProperties": false, "properties": {
+                    "name": {"type": "string"}, "text": {"type": "string", "description": "an exceptions file (exceptions: [...])"}}},
                 "ClearRequest": {"type": "object", "required": ["subject"], "additionalProperties": false, "properties": {"subject": {"type": "string"}}},
                 "GrantRequest": {"type": "object", "required": ["kind", "subject", "reason", "duration_secs"], "properties": {
                     "kind": {"enum": ["role", "exception"]}, "subject": {"type": "string"}, "reason": {"type": "string"},

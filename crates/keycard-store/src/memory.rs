@@ -18,6 +18,7 @@ pub struct MemoryStore {
     checkpoints: BTreeMap<u64, StoredCheckpoint>,
     prune: Option<PruneState>,
     pub(crate) identity: crate::memory_identity::IdentityTables,
+    pub(crate) documents: crate::memory_documents::DocumentTables,
 }
 
 impl MemoryStore {
