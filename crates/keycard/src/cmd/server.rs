@@ -26,6 +26,23 @@ Examples:
   keycard agent --server https://server:8443 \\
       --trust-bundle /var/lib/keycard/bundle.pem --join-token <token>
 
+Kubernetes nodes: with a [[k8s_psat]] table per cluster (cluster, audience,
+allowed_service_accounts, and one of jwks_file, jwks_url or token_review_url),
+agents attest with `keycard agent --psat-token-file`; a wrong audience, an
+expired or forged token or a service account not allowed is refused (401/403,
+logged) and gets no SVID.
+
+Federation: each [[federation]] table (trust_domain, bundle_endpoint_url,
+profile https_web with an optional ca_file, or https_spiffe with
+endpoint_spiffe_id and bundle_file) has its bundle fetched at start and
+refreshed per its spiffe_refresh_hint (within min_refresh..max_refresh, backoff
+on errors, the last good bundle kept; a bundle of another trust domain or an
+older sequence is refused). Federated bundles go to every agent and the
+Workload API serves them. This server's own bundle is at /bundle on the API
+(https_spiffe, as spiffe://<td>/keycard/server/<instance>) and, with
+[bundle_endpoint] listen, on a listener of its own (cert_file/key_file for
+https_web).
+
 Configuration: --config FILE (TOML, the same keys as `keycard up`; see
 `keycard up --print-config`). Command-line flags win over the file.")]
 pub struct ServerArgs {

@@ -25,6 +25,12 @@ Examples:
       --spiffe-id spiffe://example.org/app --selector unix:uid:1000
   SPIFFE_ENDPOINT_SOCKET=unix:///var/lib/keycard/agent.sock my-spiffe-app
 
+Federation: [[federation]] tables in the configuration fetch other trust
+domains' bundles (https_web or https_spiffe, refreshed per their
+spiffe_refresh_hint); the local agent serves them to workloads with the local
+bundle. [[k8s_psat]] tables let `keycard agent --psat-token-file` attest
+Kubernetes nodes to this server.
+
 Configuration: --config FILE (TOML; every key is documented in
 `keycard up --print-config`). Command-line flags win over the file.")]
 pub struct UpArgs {
