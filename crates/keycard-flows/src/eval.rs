@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use crate::conn::ConnSet;
 use crate::model::{
-    Action, AdminPeer, AdminPolicy, Cluster, Network, NetworkKind, NpPeer, PortRef, PortSpec,
-    Workload, MAX_IPV4, NAMESPACE_NAME_LABEL,
+    Action, AdminPeer, AdminPolicy, Cluster, IpRange, IpSet, Network, NetworkKind, NpPeer, PortRef,
+    PortSpec, Workload, MAX_IPV4, NAMESPACE_NAME_LABEL,
 };
-use crate::ranges::Ranges;
+use crate::ranges::{Point, Ranges};
 use crate::selector::{Labels, Selector};
 
 /// One allowed connection between two peers.
@@ -52,7 +52,7 @@ impl Dir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Workload(usize),
-    External(u64, u64),
+    External(IpRange),
     IngressController,
 }
 
@@ -62,7 +62,7 @@ struct CRule {
     label: String,
     action: Action,
     workloads: Vec<bool>,
-    addresses: Ranges,
+    addresses: IpSet,
     ingress_controller: bool,
     ports: Option<Vec<PortSpec>>,
     /// The rule's connections when they do not depend on the destination.
@@ -76,7 +76,7 @@ impl CRule {
     fn matches(&self, p: Peer) -> bool {
         match p {
             Peer::Workload(i) => self.workloads[i],
-            Peer::External(lo, hi) => self.addresses.contains_interval(lo, hi),
+            Peer::External(r) => self.addresses.contains(r),
             Peer::IngressController => self.ingress_controller,
         }
     }
@@ -146,7 +146,7 @@ fn new_rule(label: String, action: Action, n: usize, ports: Option<Vec<PortSpec>
         label,
         action,
         workloads: vec![false; n],
-        addresses: Ranges::empty(),
+        addresses: IpSet::empty(),
         ingress_controller: false,
         ports,
         fixed,
@@ -300,7 +300,7 @@ impl<'a> Compiled<'a> {
                     let mut cr = new_rule(label, Action::Allow, n, ports);
                     if r.peers.is_empty() {
                         cr.workloads = vec![true; n];
-                        cr.addresses = Ranges::interval(0, MAX_IPV4);
+                        cr.addresses = IpSet::all();
                         cr.ingress_controller = true;
                     }
                     for peer in &r.peers {
@@ -311,9 +311,10 @@ impl<'a> Compiled<'a> {
                                 // static addresses, so ipBlocks select them.
                                 if let Some(net) = network {
                                     for (i, w) in c.workloads.iter().enumerate() {
-                                        if w.secondary_addresses.iter().any(|(n, ip)| {
-                                            n == net && addresses.contains_interval(*ip, *ip)
-                                        }) {
+                                        if w.secondary_addresses
+                                            .iter()
+                                            .any(|(n, ip)| n == net && addresses.contains(*ip))
+                                        {
                                             cr.workloads[i] = true;
                                         }
                                     }
@@ -580,14 +581,16 @@ fn side_noun(dir: Dir) -> &'static str {
 /// side: every CIDR and `except` boundary of the ingress rules (for
 /// sources) or of the egress rules (for destinations) cuts
 /// 0.0.0.0-255.255.255.255, so each interval is wholly inside or outside
-/// every ipBlock and network of that direction.
-pub fn external_intervals(c: &Cluster, ingress: bool) -> Vec<(u64, u64)> {
-    let mut cuts: Vec<u64> = vec![0, MAX_IPV4 + 1];
-    let mut add = |r: &Ranges| {
-        for &(lo, hi) in r.intervals() {
-            cuts.push(lo);
-            cuts.push(hi + 1);
-        }
+/// every ipBlock and network of that direction. The IPv6 space
+/// (`::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`) is cut the same way and
+/// listed only when the cluster is dual-stack (see [`uses_ipv6`]), so
+/// IPv4-only inputs keep their connlist.
+pub fn external_intervals(c: &Cluster, ingress: bool) -> Vec<IpRange> {
+    let mut cuts4: Vec<u64> = vec![0];
+    let mut cuts6: Vec<u128> = vec![0];
+    let mut add = |r: &IpSet| {
+        cut(&mut cuts4, &r.v4);
+        cut(&mut cuts6, &r.v6);
     };
     for p in &c.network_policies {
         let rules = if ingress { &p.ingress } else { &p.egress };
@@ -609,9 +612,51 @@ pub fn external_intervals(c: &Cluster, ingress: bool) -> Vec<(u64, u64)> {
             }
         }
     }
+    let mut out: Vec<IpRange> = pieces(cuts4, MAX_IPV4)
+        .map(|(lo, hi)| IpRange::V4(lo, hi))
+        .collect();
+    if uses_ipv6(c) {
+        out.extend(pieces(cuts6, u128::MAX).map(|(lo, hi)| IpRange::V6(lo, hi)));
+    }
+    out
+}
+
+/// Adds the boundaries of `r` (each interval's start and the value after
+/// its end, if any) to `cuts`.
+fn cut<T: Point>(cuts: &mut Vec<T>, r: &Ranges<T>) {
+    for &(lo, hi) in r.intervals() {
+        cuts.push(lo);
+        if hi.succ_sat() != hi {
+            cuts.push(hi.succ());
+        }
+    }
+}
+
+/// The intervals between sorted cut points, the last one ending at `max`.
+fn pieces<T: Point>(mut cuts: Vec<T>, max: T) -> impl Iterator<Item = (T, T)> {
+    cuts.retain(|&c| c <= max);
     cuts.sort_unstable();
     cuts.dedup();
-    cuts.windows(2).map(|w| (w[0], w[1] - 1)).collect()
+    let ends: Vec<T> = cuts
+        .iter()
+        .skip(1)
+        .map(|&c| c.pred())
+        .chain([max])
+        .collect();
+    cuts.into_iter().zip(ends)
+}
+
+/// Whether the connlist lists the IPv6 outside world: the cluster is
+/// marked dual-stack ([`Cluster::dual_stack`]) or a pod has an IPv6
+/// secondary-network address. IPv6 blocks in policies alone do not turn it
+/// on, since IPv4-only clusters carry such policies too.
+pub fn uses_ipv6(c: &Cluster) -> bool {
+    c.dual_stack
+        || c.workloads.iter().any(|w| {
+            w.secondary_addresses
+                .iter()
+                .any(|(_, a)| matches!(a, IpRange::V6(..)))
+        })
 }
 
 fn peer_name(c: &Cluster, p: Peer) -> String {
@@ -621,11 +666,7 @@ fn peer_name(c: &Cluster, p: Peer) -> String {
             .get(i)
             .map(|w| c.peer_name(w))
             .unwrap_or_default(),
-        Peer::External(lo, hi) => format!(
-            "{}-{}[External]",
-            crate::model::format_ip(lo),
-            crate::model::format_ip(hi)
-        ),
+        Peer::External(r) => format!("{r}[External]"),
         Peer::IngressController => INGRESS_CONTROLLER.to_string(),
     }
 }
@@ -651,7 +692,7 @@ fn run(cluster: &Cluster, explain: bool) -> Vec<Connection> {
     let externals = |ingress: bool| -> Vec<Peer> {
         external_intervals(cluster, ingress)
             .into_iter()
-            .map(|(lo, hi)| Peer::External(lo, hi))
+            .map(Peer::External)
             .collect()
     };
     let internal = named(workloads);
@@ -860,17 +901,13 @@ pub fn explain_pair(cluster: &Cluster, src: &str, dst: &str) -> Option<Connectio
         {
             return Some((Peer::Workload(i), cluster.peer_name(&cluster.workloads[i])));
         }
-        let ip = crate::model::parse_cidr(name)
-            .ok()
-            .flatten()
-            .map(|(lo, _)| lo);
+        let ip = crate::model::parse_cidr(name).ok().map(IpRange::first);
         external_intervals(cluster, ingress)
             .into_iter()
-            .map(|(lo, hi)| Peer::External(lo, hi))
+            .map(Peer::External)
             .map(|p| (p, peer_name(cluster, p)))
             .find(|(p, n)| {
-                n == name
-                    || matches!((p, ip), (Peer::External(lo, hi), Some(ip)) if *lo <= ip && ip <= *hi)
+                n == name || matches!((p, ip), (Peer::External(r), Some(ip)) if r.contains(ip))
             })
     };
     let (sp, sn) = find(src, true)?;
@@ -916,7 +953,9 @@ pub enum FlowPeer {
     Workload(usize),
     /// An IPv4 address outside the cluster, as an integer.
     Address(u64),
-    /// An address the model cannot place (IPv6): no ipBlock matches it.
+    /// An IPv6 address outside the cluster, as an integer.
+    Address6(u128),
+    /// An address the model cannot place: no ipBlock matches it.
     Unmodelled,
 }
 
@@ -958,8 +997,13 @@ impl<'a> FlowDecider<'a> {
     fn peer(p: FlowPeer) -> (Peer, Option<usize>) {
         match p {
             FlowPeer::Workload(i) => (Peer::Workload(i), Some(i)),
-            FlowPeer::Address(a) => (Peer::External(a, a), None),
-            FlowPeer::Unmodelled => (Peer::External(MAX_IPV4 + 1, MAX_IPV4 + 1), None),
+            FlowPeer::Address(a) => (Peer::External(IpRange::V4(a, a)), None),
+            FlowPeer::Address6(a) => (Peer::External(IpRange::V6(a, a)), None),
+            // Outside the IPv4 space, so no set contains it.
+            FlowPeer::Unmodelled => (
+                Peer::External(IpRange::V4(MAX_IPV4 + 1, MAX_IPV4 + 1)),
+                None,
+            ),
         }
     }
 

@@ -64,6 +64,7 @@ pub mod generate;
 pub mod graph;
 pub mod ingest;
 pub mod inventory;
+mod ip;
 mod model;
 mod output;
 mod ranges;
@@ -73,10 +74,10 @@ pub mod time;
 
 pub use conn::{ConnSet, Protocol};
 pub use eval::{
-    evaluate, evaluate_explained, explain_pair, external_intervals, Connection, FlowDecider,
-    FlowDecision, FlowPeer, RuleRef, INGRESS_CONTROLLER,
+    evaluate, evaluate_explained, explain_pair, external_intervals, uses_ipv6, Connection,
+    FlowDecider, FlowDecision, FlowPeer, RuleRef, INGRESS_CONTROLLER,
 };
-pub use model::{format_ip, parse_cidr};
+pub use model::{format_ip, parse_cidr, IpRange, IpSet, MAX_IPV4};
 pub use model::{
     Action, AdminPeer, AdminPolicy, AdminRule, Cluster, ContainerPort, Diagnostic, Exposure,
     Network, NetworkKind, NetworkPolicy, NpPeer, NpRule, PortRef, PortSpec, Workload,

@@ -9,7 +9,7 @@ use keycard_k8s::{Object, Source};
 use serde_json::Value;
 
 use crate::conn::{Protocol, MAX_PORT, MIN_PORT};
-use crate::ranges::Ranges;
+pub use crate::ip::{format_ip, parse_cidr, IpRange, IpSet, MAX_IPV4};
 use crate::selector::{Labels, Selector};
 
 /// The label the API server puts on every namespace; a namespace that is
@@ -19,9 +19,6 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The namespace label that opts a namespace into a primary user-defined
 /// network.
 pub const PRIMARY_UDN_LABEL: &str = "k8s.ovn.org/primary-user-defined-network";
-
-/// Highest IPv4 address as an integer.
-pub const MAX_IPV4: u64 = u32::MAX as u64;
 
 /// A problem with one input object. The object is skipped (or, for a
 /// warning, used with the offending part ignored).
@@ -58,8 +55,9 @@ pub struct Workload {
     /// Names of the secondary networks (NetworkAttachmentDefinitions) the
     /// pods attach to, sorted.
     pub secondary_networks: Vec<String>,
-    /// Static addresses on secondary networks: (network name, IPv4).
-    pub secondary_addresses: Vec<(String, u64)>,
+    /// Static addresses on secondary networks: (network name, address),
+    /// IPv4 or IPv6 (a dual-stack pod has one of each).
+    pub secondary_addresses: Vec<(String, IpRange)>,
 }
 
 impl Workload {
@@ -98,7 +96,7 @@ pub enum NpPeer {
         namespaces: Option<Selector>,
     },
     /// `ipBlock`: the addresses of `cidr` minus its `except`s.
-    IpBlock { text: String, addresses: Ranges },
+    IpBlock { text: String, addresses: IpSet },
 }
 
 /// One ingress or egress rule of a NetworkPolicy.
@@ -143,7 +141,7 @@ pub enum AdminPeer {
         namespaces: Selector,
         pods: Selector,
     },
-    Networks(Ranges),
+    Networks(IpSet),
     /// `nodes` peers are not modelled: they match no workload or address.
     Nodes,
 }
@@ -199,6 +197,11 @@ pub struct Cluster {
     /// Whether the input has VirtualMachines or user-defined networks, in
     /// which case the report lists the network of every workload.
     pub network_aware: bool,
+    /// Whether the cluster is dual-stack (or IPv6-only): set when a Pod's
+    /// `status.podIPs` or a secondary-network address is IPv6, or by the
+    /// caller. Only then does the connlist list the IPv6 outside world as
+    /// external peers; IPv6 ipBlocks are decided either way.
+    pub dual_stack: bool,
 }
 
 /// Whether a primary network is namespaced (UDN) or cluster-wide (CUDN).
@@ -251,7 +254,7 @@ fn last_segment(s: &str) -> &str {
 /// Secondary networks of a pod and its static addresses on them: the
 /// networks annotation is either a comma-separated list of
 /// `[ns/]name[@iface]` or a JSON list of `{"name", "namespace", "ips"}`.
-fn pod_networks(metadata: &Value) -> (Vec<String>, Vec<(String, u64)>) {
+fn pod_networks(metadata: &Value) -> (Vec<String>, Vec<(String, IpRange)>) {
     let Some(a) = metadata
         .get("annotations")
         .and_then(|a| a.get(NETWORKS_ANNOTATION))
@@ -290,17 +293,35 @@ fn pod_networks(metadata: &Value) -> (Vec<String>, Vec<(String, u64)>) {
     (out, addrs)
 }
 
-/// `10.0.0.5/24` -> the address 10.0.0.5 (not its network).
-fn host_address(s: &str) -> Option<u64> {
+/// Whether a Pod's `status.podIP`/`podIPs` has an IPv6 address.
+fn has_ipv6_pod_ip(pod: &Value) -> bool {
+    let Some(status) = pod.get("status") else {
+        return false;
+    };
+    let listed = status
+        .get("podIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("ip"));
+    std::iter::once(status.get("podIP"))
+        .flatten()
+        .chain(listed)
+        .filter_map(Value::as_str)
+        .any(|ip| matches!(parse_cidr(ip), Ok(IpRange::V6(..))))
+}
+
+/// `10.0.0.5/24` -> the address 10.0.0.5 (not its network); IPv6 too.
+fn host_address(s: &str) -> Option<IpRange> {
     let host = s.split('/').next().unwrap_or(s);
-    parse_cidr(host).ok().flatten().map(|(lo, _)| lo)
+    parse_cidr(host).ok().map(IpRange::first)
 }
 
 /// Secondary networks of a VirtualMachine (its multus networks) and the
 /// static addresses its cloud-init network data gives the secondary
 /// interfaces (every interface but the first, `eth0`, which is the pod
 /// network's).
-fn vm_networks(template: &Value) -> (Vec<String>, Vec<(String, u64)>) {
+fn vm_networks(template: &Value) -> (Vec<String>, Vec<(String, IpRange)>) {
     let spec = template.get("spec");
     let mut out: Vec<String> = spec
         .and_then(|s| s.get("networks"))
@@ -523,53 +544,6 @@ fn pod_identity(o: &Object) -> (String, String) {
     (o.name(), "Pod".to_string())
 }
 
-/// Parses `a.b.c.d/n` (or a bare address) into an address interval.
-/// `Ok(None)` for IPv6, which is not modelled.
-pub fn parse_cidr(s: &str) -> Result<Option<(u64, u64)>, String> {
-    if s.contains(':') {
-        // IPv6 is not modelled, but a malformed address is still an error.
-        let (addr, len) = s.split_once('/').unwrap_or((s, "128"));
-        return match (addr.parse::<std::net::Ipv6Addr>(), len.parse::<u8>()) {
-            (Ok(_), Ok(l)) if l <= 128 => Ok(None),
-            _ => Err(format!("invalid CIDR {s:?}")),
-        };
-    }
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (
-            a,
-            l.parse::<u32>()
-                .map_err(|_| format!("invalid CIDR {s:?}"))?,
-        ),
-        None => (s, 32),
-    };
-    if len > 32 {
-        return Err(format!("invalid CIDR {s:?}"));
-    }
-    let parts: Vec<&str> = addr.split('.').collect();
-    if parts.len() != 4 {
-        return Err(format!("invalid CIDR {s:?}"));
-    }
-    let mut ip: u64 = 0;
-    for p in parts {
-        let b: u8 = p.parse().map_err(|_| format!("invalid CIDR {s:?}"))?;
-        ip = (ip << 8) | u64::from(b);
-    }
-    let size = 1u64 << (32 - len);
-    let lo = ip & !(size - 1);
-    Ok(Some((lo, lo + size - 1)))
-}
-
-/// Formats an IPv4 address held as an integer.
-pub fn format_ip(ip: u64) -> String {
-    format!(
-        "{}.{}.{}.{}",
-        (ip >> 24) & 255,
-        (ip >> 16) & 255,
-        (ip >> 8) & 255,
-        ip & 255
-    )
-}
-
 fn parse_protocol(v: Option<&Value>) -> Result<Protocol, String> {
     match v {
         None | Some(Value::Null) => Ok(Protocol::Tcp),
@@ -656,14 +630,8 @@ fn parse_np_peer(p: &Value) -> Result<NpPeer, String> {
             .get("cidr")
             .and_then(Value::as_str)
             .ok_or_else(|| "ipBlock needs a cidr".to_string())?;
-        let Some((lo, hi)) = parse_cidr(cidr)? else {
-            // IPv6 blocks cannot contain the modelled (IPv4) addresses.
-            return Ok(NpPeer::IpBlock {
-                text: cidr.to_string(),
-                addresses: Ranges::empty(),
-            });
-        };
-        let mut addresses = Ranges::interval(lo, hi);
+        let block = parse_cidr(cidr)?;
+        let mut addresses = IpSet::from_range(block);
         for e in b
             .get("except")
             .and_then(Value::as_array)
@@ -673,15 +641,13 @@ fn parse_np_peer(p: &Value) -> Result<NpPeer, String> {
             let es = e
                 .as_str()
                 .ok_or_else(|| "ipBlock except entries must be strings".to_string())?;
-            match parse_cidr(es)? {
-                Some((elo, ehi)) => {
-                    if elo < lo || ehi > hi {
-                        return Err(format!("except {es} is not inside cidr {cidr}"));
-                    }
-                    addresses = addresses.subtract(&Ranges::interval(elo, ehi));
-                }
-                None => return Err(format!("except {es} is not inside cidr {cidr}")),
+            // An except of the other family, or outside the block, is
+            // rejected by the API server.
+            let ex = parse_cidr(es)?;
+            if !block.contains(ex) {
+                return Err(format!("except {es} is not inside cidr {cidr}"));
             }
+            addresses = addresses.subtract(&IpSet::from_range(ex));
         }
         return Ok(NpPeer::IpBlock {
             text: cidr.to_string(),
@@ -782,15 +748,12 @@ fn parse_admin_peer(p: &Value, warnings: &mut Vec<String>) -> Result<AdminPeer, 
         });
     }
     if let Some(nets) = p.get("networks") {
-        let mut r = Ranges::empty();
+        let mut r = IpSet::empty();
         for n in nets.as_array().into_iter().flatten() {
             let s = n
                 .as_str()
                 .ok_or_else(|| "networks entries must be strings".to_string())?;
-            match parse_cidr(s)? {
-                Some((lo, hi)) => r = r.union(&Ranges::interval(lo, hi)),
-                None => warnings.push(format!("IPv6 network {s} is ignored")),
-            }
+            r = r.union(&IpSet::from_range(parse_cidr(s)?));
         }
         return Ok(AdminPeer::Networks(r));
     }
@@ -1003,6 +966,7 @@ impl Cluster {
                     let Some(t) = o.pod_template() else { continue };
                     let (name, kind) = pod_identity(o);
                     let ns = object_namespace(o);
+                    c.dual_stack |= has_ipv6_pod_ip(&o.value);
                     let key = (ns.clone(), name.clone(), kind.clone());
                     if let Some(&i) = seen.get(&key) {
                         // Replicas of one owner are one peer; keep the

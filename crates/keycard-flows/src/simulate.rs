@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::eval::{FlowDecider, FlowPeer, RuleRef};
 use crate::ingest::{Edge, Peer, Verdict};
-use crate::model::{parse_cidr, Cluster, NetworkPolicy};
+use crate::model::{parse_cidr, Cluster, IpRange, NetworkPolicy};
 use crate::time::parse_rfc3339;
 
 /// Maps edge peers onto the evaluator's peers.
@@ -28,15 +28,11 @@ fn flow_peer(index: &HashMap<(&str, &str, &str), usize>, p: &Peer) -> Option<Flo
         } => index
             .get(&(namespace.as_str(), kind.as_str(), name.as_str()))
             .map(|&i| FlowPeer::Workload(i)),
-        Peer::External { address } => {
-            if address.contains(':') {
-                return Some(FlowPeer::Unmodelled);
-            }
-            match parse_cidr(address) {
-                Ok(Some((lo, _))) => Some(FlowPeer::Address(lo)),
-                _ => None,
-            }
-        }
+        Peer::External { address } => match parse_cidr(address) {
+            Ok(IpRange::V4(lo, _)) => Some(FlowPeer::Address(lo)),
+            Ok(IpRange::V6(lo, _)) => Some(FlowPeer::Address6(lo)),
+            Err(_) => None,
+        },
     }
 }
 

@@ -129,9 +129,10 @@ fn decide(
                 .position(|w| &w.namespace == namespace && &w.kind == kind && &w.name == name)
                 .unwrap(),
         ),
-        Peer::External { address } => {
-            FlowPeer::Address(keycard_flows::parse_cidr(address).unwrap().unwrap().0)
-        }
+        Peer::External { address } => match keycard_flows::parse_cidr(address).unwrap() {
+            keycard_flows::IpRange::V4(lo, _) => FlowPeer::Address(lo),
+            keycard_flows::IpRange::V6(lo, _) => FlowPeer::Address6(lo),
+        },
     };
     d.decide(peer(src), peer(dst), proto, port).allowed
 }
