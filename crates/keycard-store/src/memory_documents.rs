@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 
 use crate::{DocumentStore, MemoryStore, PutMode, StoreError, StoredDocument};
 
+/// (collection, name) -> (revision, body or tombstone).
+type Docs = BTreeMap<(String, String), (u64, Option<Vec<u8>>)>;
+
 /// Documents of a [`MemoryStore`], by (collection, name).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DocumentTables {
-    docs: BTreeMap<(String, String), (u64, Option<Vec<u8>>)>,
+    docs: Docs,
     last: u64,
 }
 
