@@ -385,6 +385,8 @@ async fn http1_http2_and_grpc_cross_two_proxies_with_the_verified_identity() {
     assert_eq!(&g.body[..], b"hello over h2");
     assert_eq!(hdr(&g, "x-seen-peer"), WEB);
     assert_eq!(hdr(&g, "x-seen-version"), "HTTP/2.0");
+    // The app sees the :authority its caller asked for, not its own address.
+    assert_eq!(hdr(&g, "x-seen-host"), out.addr.to_string());
 
     // gRPC-shaped: h2, application/grpc, a length-prefixed message, trailers back.
     let msg = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
@@ -480,7 +482,15 @@ async fn another_trust_domain_is_refused_at_the_handshake_unless_federated() {
     let g = send(&h1(), get(foreign.addr, "/v1/items")).await;
     assert_eq!(g.status, StatusCode::BAD_GATEWAY);
     assert_eq!(srv.hits.load(Ordering::SeqCst), 0);
-    assert!(srv.ctx.metrics.handshake_failures("inbound") >= 1);
+    // The server counts its failed handshake after the alert left: wait (bounded).
+    let deadline = tokio::time::Instant::now() + T;
+    while srv.ctx.metrics.handshake_failures("inbound") < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no handshake failure counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     // The outbound side refuses a server that is not the expected ID.
     let (_w, wrong) = client(
@@ -832,4 +842,315 @@ async fn bad_input_is_refused_counted_and_others_keep_being_served() {
     let g = send(&h1(), get(out.addr, "/still")).await;
     assert_eq!(g.status, 200);
     assert_eq!(hdr(&g, "x-seen-peer"), WEB);
+}
+
+/// A WebSocket-like app on raw TCP: answers `Upgrade: echo` with 101
+/// (telling the identity it saw), then echoes bytes; anything else gets 400.
+async fn upgrade_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let head = read_head(&mut s).await.to_ascii_lowercase();
+                if !head.contains("\r\nupgrade: echo\r\n") || !head.contains("connection: upgrade")
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let peer = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{PEER_ID_HEADER}: ")))
+                    .unwrap_or("none")
+                    .trim()
+                    .to_string();
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\nx-seen-peer: {peer}\r\n\r\n"
+                );
+                s.write_all(resp.as_bytes()).await.unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Read an HTTP head (to the blank line), bounded.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 16 * 1024, "head too long");
+        let n = tokio::time::timeout(T, s.read(&mut b))
+            .await
+            .expect("head timed out")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+async fn echoes(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    tokio::time::timeout(T, s.read_exact(&mut buf))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(buf, msg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_and_connect_become_byte_streams_after_authorization() {
+    let ca = ca(TD);
+    let up_app = upgrade_app().await;
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        Some(up_app),
+    )
+    .await;
+    let (_a, web) = client(&ca, &[&ca], WEB, srv.inbound.addr, SERVER, Protocol::Http).await;
+    let (_b, batch) = client(&ca, &[&ca], BATCH, srv.inbound.addr, SERVER, Protocol::Http).await;
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nhost: api.prod\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n";
+
+    // Allowed: 101 end to end, the app saw the verified identity, then bytes both ways.
+    let mut s = TcpStream::connect(web.addr).await.unwrap();
+    s.write_all(upgrade).await.unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("\r\nupgrade: echo\r\n"), "{head}");
+    assert!(head.contains(&format!("x-seen-peer: {WEB}")), "{head}");
+    echoes(&mut s, b"ping").await;
+    echoes(&mut s, &[7u8; 100_000]).await;
+    drop(s);
+
+    // Denied: 403 with the reason, and the app never sees the upgrade.
+    let mut s = TcpStream::connect(batch.addr).await.unwrap();
+    s.write_all(upgrade).await.unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 403"), "{head}");
+    assert!(head.contains(REASON_HEADER), "{head}");
+    let rec = wait_line(&srv.decisions, |v| {
+        v["action"] == "GET /ws" && v["outcome"] == "deny"
+    })
+    .await;
+    assert_eq!(rec["subject"], BATCH);
+
+    // CONNECT: authorized on the inbound, then a byte stream to its app.
+    let echo = echo_app().await;
+    let tcp_srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        Some(echo),
+    )
+    .await;
+    let (_c, web2) = client(
+        &ca,
+        &[&ca],
+        WEB,
+        tcp_srv.inbound.addr,
+        SERVER,
+        Protocol::Http,
+    )
+    .await;
+    let (_d, batch2) = client(
+        &ca,
+        &[&ca],
+        BATCH,
+        tcp_srv.inbound.addr,
+        SERVER,
+        Protocol::Http,
+    )
+    .await;
+    let connect = b"CONNECT db.prod:5432 HTTP/1.1\r\nhost: db.prod:5432\r\n\r\n";
+    let mut s = TcpStream::connect(web2.addr).await.unwrap();
+    s.write_all(connect).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    echoes(&mut s, b"hello through CONNECT").await;
+    let rec = wait_line(&tcp_srv.decisions, |v| v["outcome"] == "allow").await;
+    assert_eq!(rec["attributes"]["method"], "CONNECT");
+    assert_eq!(rec["attributes"]["host"], "db.prod:5432");
+    assert_eq!(rec["subject"], WEB);
+    let mut s = TcpStream::connect(batch2.addr).await.unwrap();
+    s.write_all(connect).await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+}
+
+/// A client proxy whose upstream connections write flow records and idle
+/// out quickly (so that their records are written during the test).
+async fn recording_client(
+    ca: &Ca,
+    id: &str,
+    upstream: SocketAddr,
+    expected: &str,
+    flows: &Path,
+    local: keycard_proxy::proxy::LocalWorkload,
+) -> (Arc<ProxyContext>, ListenerHandle) {
+    let identity = IdentityState::with(svid(ca, id), bundles(&[ca]));
+    let mut ctx = ProxyContext::new(
+        identity,
+        Arc::new(Authorizer::with_policies(
+            compile_str("none.yaml", "", Mode::Enforce).unwrap(),
+        )),
+    );
+    ctx.flows = Some(sink(flows));
+    ctx.local = local;
+    ctx.limits.pool_idle_timeout = Duration::from_millis(200);
+    let ctx = Arc::new(ctx);
+    let out = outbound::start(
+        ctx.clone(),
+        OutboundConfig {
+            listen: local0(),
+            upstream,
+            expected: Expected::parse(expected).unwrap(),
+            protocol: Protocol::Http,
+            server_name: None,
+        },
+    )
+    .await
+    .unwrap();
+    (ctx, out)
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_lines(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let v = lines(path);
+        if v.len() >= n {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} has {} of {n} lines: {v:?}",
+            path.display(),
+            v.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_proxies_write_flow_records_that_flows_ingest_reads_as_one_connection() {
+    use keycard_flows::ingest::{IngestOptions, Ingester, Verdict};
+    let ca = ca(TD);
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_flows = dir.path().join("out.jsonl");
+    let (_c, web) = recording_client(
+        &ca,
+        WEB,
+        srv.inbound.addr,
+        SERVER,
+        &out_flows,
+        Default::default(),
+    )
+    .await;
+    let g = send(&h1(), get(web.addr, "/v1/items")).await;
+    assert_eq!(g.status, 200);
+    // The pooled upstream connection idles out: both ends record it.
+    let out = wait_lines(&out_flows, 1).await;
+    let inb = wait_lines(&srv.flows, 1).await;
+    assert_eq!(out[0]["src"]["identity"], WEB);
+    assert_eq!(out[0]["dst"]["identity"], SERVER);
+    assert_eq!(out[0]["dst"]["port"], srv.inbound.addr.port());
+    assert_eq!(out[0]["verdict"], "allow");
+    assert_eq!(inb[0]["src"]["identity"], WEB);
+    assert_eq!(inb[0]["src"]["port"], out[0]["src"]["port"]);
+    assert_eq!(inb[0]["verdict"], "allow");
+    assert_eq!(inb[0]["policy"], "prod/api-allow-web#rules[0]");
+
+    let mut ing = Ingester::new(
+        None,
+        IngestOptions {
+            strict: true,
+            ..IngestOptions::default()
+        },
+    );
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(&out_flows).unwrap(),
+        std::fs::read_to_string(&srv.flows).unwrap()
+    );
+    ing.ingest_reader("flows.jsonl", both.as_bytes()).unwrap();
+    let (edges, rep) = ing.finish().unwrap();
+    assert_eq!(rep.error_count, 0, "{:?}", rep.errors);
+    assert_eq!(rep.flows, 2);
+    assert_eq!(rep.connections, 1, "the two ends are one connection");
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert_eq!(edges[0].verdict, Verdict::Allowed);
+    assert_eq!(edges[0].port, srv.inbound.addr.port());
+    assert!(edges[0].bytes > 0);
+
+    // The local workload is named; a refused upstream (not the expected
+    // identity) is a deny record on both sides.
+    let wrong_flows = dir.path().join("wrong.jsonl");
+    let (_w, wrong) = recording_client(
+        &ca,
+        WEB,
+        srv.inbound.addr,
+        "spiffe://example.org/ns/prod/sa/someone-else",
+        &wrong_flows,
+        keycard_proxy::proxy::LocalWorkload {
+            namespace: Some("prod".into()),
+            pod: None,
+            workload: Some(("Deployment".into(), "web".into())),
+        },
+    )
+    .await;
+    let g = send(&h1(), get(wrong.addr, "/v1/items")).await;
+    assert_eq!(g.status, StatusCode::BAD_GATEWAY);
+    let rec = wait_line(&wrong_flows, |v| v["verdict"] == "deny").await;
+    assert_eq!(rec["src"]["workload"]["name"], "web");
+    assert!(rec["dst"].get("identity").is_none(), "{rec}");
+    wait_line(&srv.flows, |v| v["verdict"] == "deny").await;
+    let mut ing = Ingester::new(
+        None,
+        IngestOptions {
+            strict: true,
+            ..IngestOptions::default()
+        },
+    );
+    let text = std::fs::read_to_string(&wrong_flows).unwrap();
+    ing.ingest_reader("wrong.jsonl", text.as_bytes()).unwrap();
+    let (edges, rep) = ing.finish().unwrap();
+    assert_eq!(rep.error_count, 0, "{:?}", rep.errors);
+    assert!(
+        edges
+            .iter()
+            .any(|e| e.verdict == Verdict::Denied && e.src.display() == "prod/web[Deployment]"),
+        "{edges:?}"
+    );
 }

@@ -70,6 +70,7 @@ fn config(socket: &Path, dir: &Path) -> ProxyConfig {
         posture: None,
         decision_log: Some(LogTarget::File(dir.join("decisions.jsonl"))),
         flow_log: None,
+        audit_log: None,
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         server_names: Vec::new(),
         poll_interval: Duration::from_millis(100),

@@ -139,8 +139,6 @@ pub(crate) fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecuto
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        // Responses to pipelined requests leave in one write.
-        .pipeline_flush(true)
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
@@ -647,7 +645,10 @@ impl Inbound {
             let outcome = "deny";
             self.ctx.metrics.request(DIRECTION, protocol, outcome, None);
             if crate::record::is_unavailable(&d) {
-                return deny(StatusCode::SERVICE_UNAVAILABLE, crate::record::LOG_UNAVAILABLE);
+                return deny(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    crate::record::LOG_UNAVAILABLE,
+                );
             }
             let status = if d.reason == Reason::JwtInvalid {
                 StatusCode::UNAUTHORIZED
