@@ -473,7 +473,9 @@ fn parse_ip(s: &str) -> Option<(std::net::IpAddr, u128)> {
         v4 => v4,
     };
     let n = match ip {
-        std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        // IPv4 as its mapped IPv6 form: no canonical IPv6 address is
+        // there, so 1.2.3.4 and ::102:304 are different keys.
+        std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         std::net::IpAddr::V6(v6) => u128::from(v6),
     };
     Some((ip, n))
