@@ -7,6 +7,11 @@
 //! It serves the entries whose parent is its own agent ID, plus entries
 //! with no parent (on a one-machine trust domain the local agent is the
 //! only one).
+//!
+//! Like a remote agent, it keeps the files of the node's enforcers in
+//! `<data_dir>/enforce/` ([`crate::enforce`]), read straight from the store
+//! on every change, so a proxy or ext_authz server beside `keycard up`
+//! follows revocations, posture and policies without a restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -48,6 +53,8 @@ pub struct LocalAgent {
     agent_id: SpiffeId,
     cache: RwLock<Cache>,
     updates: watch::Sender<u64>,
+    /// The enforcer files, opened when [`LocalAgent::run`] starts.
+    enforce: std::sync::OnceLock<Option<crate::enforce::EnforcerFiles>>,
 }
 
 impl std::fmt::Debug for LocalAgent {
@@ -80,7 +87,43 @@ impl LocalAgent {
             agent_id,
             cache: RwLock::new(Cache::default()),
             updates,
+            enforce: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the enforcer files are (`<data_dir>/enforce`).
+    pub fn enforce_dir(&self) -> std::path::PathBuf {
+        self.state
+            .config
+            .data_dir
+            .join(crate::enforce::ENFORCE_DIR)
+    }
+
+    /// Brings the enforcer files up to date with the store; returns whether
+    /// any changed.
+    pub fn refresh_enforcers(&self, now: SystemTime) -> Result<bool, String> {
+        let files = self.enforce.get_or_init(|| {
+            crate::enforce::EnforcerFiles::open(self.enforce_dir())
+                .map_err(|e| tracing::error!(error = %e, "cannot keep enforcer files"))
+                .ok()
+        });
+        let Some(files) = files else {
+            return Ok(false);
+        };
+        let (revision, digest) = files.position();
+        let t = unix(now);
+        let (revs, sync) = {
+            let st = self.state.store();
+            let revs = st
+                .revocations_since(files.revocation_version())
+                .map_err(|e| format!("reading revocations: {e}"))?;
+            let sync = crate::enforce::snapshot(st.as_ref(), revision, &digest, t)
+                .map_err(|e| format!("reading policies and posture: {e}"))?;
+            (revs, sync)
+        };
+        files
+            .apply(&revs, Some(sync), t)
+            .map_err(|e| e.to_string())
     }
 
     fn serves(&self, e: &RegistrationEntry) -> bool {
@@ -179,6 +222,9 @@ impl LocalAgent {
         let mut changes = self.state.watch_changes();
         let mut retry = RETRY_MIN;
         loop {
+            if let Err(e) = self.refresh_enforcers(SystemTime::now()) {
+                tracing::warn!(error = %e, "enforcer files not updated; will retry on the next change");
+            }
             let wait = match self.sync(SystemTime::now()) {
                 Ok(next) => {
                     retry = RETRY_MIN;
@@ -227,6 +273,9 @@ impl LocalAgent {
 
     fn bundle_set(&self) -> BundleSet {
         let mut set = BundleSet::new();
+        for b in crate::federation::federated_bundles(&self.state) {
+            set.insert(b);
+        }
         set.insert(self.state.ca().bundle().clone());
         set
     }

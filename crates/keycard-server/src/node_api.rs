@@ -1,19 +1,26 @@
 //! The node API: what `keycard agent` calls on the server.
 //!
 //! * `POST /v1/agent/attest` (no credential but the attestation itself): a
-//!   single-use join token and a CSR for the agent's node key; the token is
-//!   spent atomically, the agent recorded, and the node X509-SVID returned
-//!   with the trust bundle.
+//!   single-use join token, or a Kubernetes projected service-account token
+//!   (`psat`, with the agent's `cluster`; see [`crate::psat`]), and a CSR
+//!   for the agent's node key; a join token is spent atomically, the agent
+//!   recorded, and the node X509-SVID returned with the trust bundle. A
+//!   refused token is 401 (403 for a service account that may not attest,
+//!   503 when the cluster's keys cannot be reached), logged, and no SVID.
 //! * Every other call is authenticated by the node X509-SVID over mTLS: the
 //!   peer must be an attested agent of this trust domain, not banned (a ban
 //!   refuses its next call, including a sync already waiting).
 //!   - `POST /v1/agent/renew`: a new node SVID for a new CSR.
 //!   - `GET /v1/agent/sync?since=V&digest=D`: the entries this agent serves,
 //!     the bundle, the revocations after version `V`, and a digest of the
-//!     entries and bundle. A long poll: when nothing changed since `V` and
-//!     `D`, the server waits (up to [`MAX_SYNC_WAIT`]) on its change feed
-//!     before answering, so changes reach agents as they happen and a
-//!     reconnecting agent gets what it missed.
+//!     entries and bundle. With `policy_since=R&control_digest=C` also the
+//!     enforcer half ([`crate::enforce::EnforcerSync`]): policy and
+//!     exception documents changed after revision `R`, and posture and
+//!     grants whole when their digest is not `C`. A long poll: when nothing
+//!     changed since what the agent holds, the server waits (up to
+//!     [`MAX_SYNC_WAIT`]) on its change feed before answering, so changes
+//!     reach agents as they happen and a reconnecting agent gets what it
+//!     missed.
 //!   - `POST /v1/agent/svids` and `POST /v1/agent/jwt`: an X509-SVID (from
 //!     the agent's CSR) or a JWT-SVID for an entry this agent serves, and
 //!     never for anything else.
@@ -63,9 +70,14 @@ pub struct AttestRequest {
     /// A join token from `keycard token generate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join_token: Option<String>,
-    /// A projected service-account token (not configured on this server yet).
+    /// A Kubernetes projected service-account token bound to the audience
+    /// the server's `[[k8s_psat]]` cluster names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psat: Option<String>,
+    /// With `psat`: the agent's cluster, as named in the server's
+    /// `[[k8s_psat]]` (may be left out when the server has one cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Base64 DER PKCS#10 request for the node key.
     pub csr: String,
 }
@@ -78,6 +90,7 @@ impl std::fmt::Debug for AttestRequest {
                 &self.join_token.as_ref().map(|_| "<redacted>"),
             )
             .field("psat", &self.psat.as_ref().map(|_| "<redacted>"))
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +188,13 @@ pub struct SyncQuery {
     /// at once.
     #[serde(default)]
     pub wait: Option<u64>,
+    /// The policy document revision the agent holds; an agent that sends
+    /// it also gets the enforcer half of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_since: Option<u64>,
+    /// The digest of the posture and grants the agent holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_digest: Option<String>,
 }
 
 /// What an agent holds after a sync.
@@ -193,6 +213,14 @@ pub struct SyncResponse {
     /// More revocations follow: sync again at once.
     #[serde(default)]
     pub more: bool,
+    /// Policies, exceptions, posture and grants for the node's enforcers,
+    /// when the agent asked (`policy_since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcer: Option<crate::enforce::EnforcerSync>,
+    /// The bundles of federated trust domains (SPIFFE format), by trust
+    /// domain; part of `digest`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub federated_bundles: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// The node API routes, merged into the API router.
@@ -303,8 +331,9 @@ fn node_svid(s: &ServerState, id: &SpiffeId, csr: &[u8]) -> ApiResult<X509Svid> 
 
 fn attest_status(e: &AttestError) -> StatusCode {
     match e {
-        AttestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AttestError::MalformedToken(_) => StatusCode::BAD_REQUEST,
+        AttestError::Store(_) | AttestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AttestError::MalformedToken(_) | AttestError::Config(_) => StatusCode::BAD_REQUEST,
+        AttestError::ServiceAccountNotAllowed(_) => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
     }
 }
@@ -317,6 +346,7 @@ async fn attest(
     let csr = decode_csr("csr", &r.csr)?;
     let now = SystemTime::now();
     let node = match (r.join_token, r.psat) {
+        (Some(_), Some(_)) => return Err(bad("give exactly one of join_token and psat")),
         (Some(token), None) => {
             let td = s.config.trust_domain.clone();
             let res = {
@@ -328,12 +358,19 @@ async fn attest(
                 ApiError(attest_status(&e), format!("join_token: {e}"))
             })?
         }
-        (None, Some(_)) => {
-            return Err(bad(
-                "psat: service-account token attestation is not configured on this server; use join_token",
-            ))
+        (None, Some(token)) => {
+            if token.len() > keycard_identity::jose::MAX_TOKEN_BYTES {
+                return Err(bad("psat: the token is too large"));
+            }
+            let td = s.config.trust_domain.clone();
+            crate::psat::attest(&s.config.k8s_psat, &td, &token, r.cluster.as_deref())
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, cluster = ?r.cluster, "agent attestation refused (k8s_psat)");
+                    ApiError(attest_status(&e), format!("psat: {e}"))
+                })?
         }
-        _ => return Err(bad("give exactly one of join_token and psat")),
+        (None, None) => return Err(bad("give exactly one of join_token and psat")),
     };
     if s.store().agent(&node.spiffe_id)?.is_some_and(|a| a.banned) {
         tracing::warn!(agent = %node.spiffe_id, "attestation of a banned agent refused");
@@ -386,7 +423,15 @@ fn snapshot(s: &ServerState, agent: &AgentRecord, since: u64) -> ApiResult<SyncR
     };
     let entries = served_entries(all, agent);
     let bundle = s.ca().bundle().clone();
-    let bundle_json = bundle.to_json();
+    let mut bundle_json = bundle.to_json();
+    let federated_bundles: std::collections::BTreeMap<String, serde_json::Value> =
+        crate::federation::federated_bundles(s)
+            .into_iter()
+            .map(|b| (b.trust_domain.to_string(), b.to_value()))
+            .collect();
+    for (td, b) in &federated_bundles {
+        bundle_json.push_str(&format!("\n{td} {b}"));
+    }
     let digest = sync_digest(&entries, &bundle_json);
     let now = unix(SystemTime::now());
     let mut version = since;
@@ -409,7 +454,36 @@ fn snapshot(s: &ServerState, agent: &AgentRecord, since: u64) -> ApiResult<SyncR
         bundle: bundle.to_value(),
         revocations,
         more,
+        federated_bundles,
+        enforcer: None,
     })
+}
+
+/// The enforcer half of a sync answer, when the agent asks for it.
+fn enforcer_part(
+    s: &ServerState,
+    q: &SyncQuery,
+) -> ApiResult<Option<crate::enforce::EnforcerSync>> {
+    let Some(since) = q.policy_since else {
+        return Ok(None);
+    };
+    let st = s.store();
+    Ok(Some(crate::enforce::snapshot(
+        st.as_ref(),
+        since,
+        q.control_digest.as_deref().unwrap_or(""),
+        unix(SystemTime::now()),
+    )?))
+}
+
+/// Whether an answer brings the agent anything it does not hold.
+fn news(resp: &SyncResponse, q: &SyncQuery) -> bool {
+    resp.version != q.since
+        || resp.digest != q.digest
+        || resp.enforcer.as_ref().is_some_and(|e| {
+            Some(e.revision) != q.policy_since
+                || Some(e.control_digest.as_str()) != q.control_digest.as_deref()
+        })
 }
 
 async fn sync(
@@ -429,8 +503,9 @@ async fn sync(
     let shared = s.config.postgres.is_some();
     loop {
         let agent = agent_caller(&s, &p)?;
-        let resp = snapshot(&s, &agent, q.since)?;
-        if resp.version != q.since || resp.digest != q.digest {
+        let mut resp = snapshot(&s, &agent, q.since)?;
+        resp.enforcer = enforcer_part(&s, &q)?;
+        if news(&resp, &q) {
             return Ok(Json(resp));
         }
         let now = Instant::now();

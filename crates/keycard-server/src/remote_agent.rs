@@ -1,9 +1,13 @@
 //! `keycard agent`: the node agent that runs apart from the server.
 //!
-//! On its first start it attests with a single-use join token, sending a
+//! On its first start it attests with a single-use join token or, on
+//! Kubernetes, with its projected service-account token (PSAT, read from
+//! its file at every attestation since the kubelet rotates it), sending a
 //! CSR for a node key it generated; the key (0600) and the node X509-SVID
 //! stay in its data directory, and from then on it talks to the server over
-//! mTLS with that SVID, renewing it at about half-life.
+//! mTLS with that SVID, renewing it at about half-life. A PSAT agent whose
+//! node SVID has expired, or whose renewal the server refuses, attests
+//! again with the current token (as SPIRE's k8s_psat agents do).
 //!
 //! It holds a long-poll sync with the server ([`crate::node_api`]): each
 //! answer carries the entries it serves, the trust bundle and the
@@ -115,12 +119,21 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// A join token, for the first start (ignored once attested).
     pub join_token: Option<String>,
+    /// A projected service-account token file (Kubernetes), re-read at
+    /// every attestation.
+    pub psat_token_file: Option<PathBuf>,
+    /// The cluster name the server knows this node's cluster by (needed
+    /// when the server has several `[[k8s_psat]]` clusters).
+    pub psat_cluster: Option<String>,
     /// The Workload API + SDS socket; `None` runs no socket.
     pub socket: Option<PathBuf>,
     /// Permission bits of the socket.
     pub socket_mode: u32,
     /// How long each sync waits for a change on the server.
     pub sync_wait: Duration,
+    /// Where the files for the node's enforcers go (revocations, posture,
+    /// policies; see [`crate::enforce`]); `None` keeps none.
+    pub enforce_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -132,9 +145,12 @@ impl AgentConfig {
             trust_bundle,
             data_dir: data_dir.to_path_buf(),
             join_token: None,
+            psat_token_file: None,
+            psat_cluster: None,
             socket: Some(data_dir.join("agent.sock")),
             socket_mode: 0o666,
             sync_wait: crate::node_api::MAX_SYNC_WAIT,
+            enforce_dir: Some(data_dir.join(crate::enforce::ENFORCE_DIR)),
         }
     }
 }
@@ -538,10 +554,35 @@ impl NodeClient {
         &self,
         token: &str,
     ) -> Result<(NodeIdentity, serde_json::Value), AgentError> {
+        self.attest(Some(token.trim().to_string()), None, None).await
+    }
+
+    /// Attests with a Kubernetes projected service-account token for
+    /// `cluster` (as the server names it; `None` when it has one).
+    pub async fn attest_psat(
+        &self,
+        token: &str,
+        cluster: Option<&str>,
+    ) -> Result<(NodeIdentity, serde_json::Value), AgentError> {
+        self.attest(
+            None,
+            Some(token.trim().to_string()),
+            cluster.map(String::from),
+        )
+        .await
+    }
+
+    async fn attest(
+        &self,
+        join_token: Option<String>,
+        psat: Option<String>,
+        cluster: Option<String>,
+    ) -> Result<(NodeIdentity, serde_json::Value), AgentError> {
         let (key, csr) = new_key_and_csr()?;
         let req = AttestRequest {
-            join_token: Some(token.trim().to_string()),
-            psat: None,
+            join_token,
+            psat,
+            cluster,
             csr: b64().encode(csr),
         };
         let r: AttestResponse = self
@@ -599,11 +640,30 @@ impl NodeClient {
         digest: &str,
         wait: Duration,
     ) -> Result<SyncResponse, CallError> {
-        let digest: String = digest.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        let path = format!(
-            "/v1/agent/sync?since={since}&digest={digest}&wait={}",
+        self.sync_enforcers(since, digest, None, wait).await
+    }
+
+    /// One sync that also asks for the enforcer half: `enforcer` is the
+    /// (document revision, control digest) the agent holds.
+    pub async fn sync_enforcers(
+        &self,
+        since: u64,
+        digest: &str,
+        enforcer: Option<(u64, &str)>,
+        wait: Duration,
+    ) -> Result<SyncResponse, CallError> {
+        let hex = |d: &str| -> String { d.chars().filter(|c| c.is_ascii_hexdigit()).collect() };
+        let mut path = format!(
+            "/v1/agent/sync?since={since}&digest={}&wait={}",
+            hex(digest),
             wait.as_secs()
         );
+        if let Some((revision, control)) = enforcer {
+            path.push_str(&format!(
+                "&policy_since={revision}&control_digest={}",
+                hex(control)
+            ));
+        }
         self.call(http::Method::GET, &path, None::<&()>, wait + CALL_TIMEOUT)
             .await
     }
@@ -672,6 +732,30 @@ fn save_node(dir: &Path, id: &NodeIdentity) -> Result<(), AgentError> {
     write(&dir.join(NODE_FILE), text.as_bytes(), 0o600, "node SVID")
 }
 
+/// Reads the projected service-account token (at most
+/// [`keycard_identity::jose::MAX_TOKEN_BYTES`]); never logged.
+fn read_psat(path: &Path) -> Result<String, AgentError> {
+    let bytes = std::fs::read(path).map_err(|source| AgentError::File {
+        what: "service-account token",
+        path: path.display().to_string(),
+        source,
+    })?;
+    if bytes.len() > keycard_identity::jose::MAX_TOKEN_BYTES {
+        return Err(AgentError::Config(format!(
+            "{}: over {} bytes: not a service-account token",
+            path.display(),
+            keycard_identity::jose::MAX_TOKEN_BYTES
+        )));
+    }
+    let token = String::from_utf8(bytes)
+        .map_err(|_| AgentError::Config(format!("{}: not text", path.display())))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(AgentError::Config(format!("{}: empty", path.display())));
+    }
+    Ok(token)
+}
+
 /// The saved node identity, if there is one still valid at `now`.
 fn load_node(dir: &Path, now: u64) -> Result<Option<NodeIdentity>, AgentError> {
     let path = dir.join(NODE_FILE);
@@ -737,6 +821,8 @@ struct View {
     digest: String,
     entries: BTreeMap<String, RegistrationEntry>,
     bundle: Option<TrustBundle>,
+    /// Federated trust domains' bundles, from the server.
+    federated: BTreeMap<TrustDomain, TrustBundle>,
     revocations: RevocationSet,
     svids: BTreeMap<String, CachedSvid>,
     jwts: HashMap<(SpiffeId, Vec<String>), CachedJwt>,
@@ -762,10 +848,14 @@ pub struct RemoteAgent {
     data_dir: PathBuf,
     base_roots: Vec<CertificateDer<'static>>,
     sync_wait: Duration,
+    /// Where to re-read the service-account token when attesting again.
+    psat: Option<(PathBuf, Option<String>)>,
     view: RwLock<View>,
     updates: watch::Sender<u64>,
     syncs: watch::Sender<u64>,
     wake: Notify,
+    /// The files of the node's enforcers, if kept.
+    enforce: Option<crate::enforce::EnforcerFiles>,
 }
 
 impl std::fmt::Debug for RemoteAgent {
@@ -832,21 +922,41 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
             id
         }
         None => {
-            let token = config.join_token.as_deref().ok_or_else(|| {
-                AgentError::Config(format!(
-                    "no valid node SVID in {}: give --join-token to attest",
-                    config.data_dir.display()
-                ))
-            })?;
-            let (id, _bundle) = client.attest_join_token(token).await?;
+            let id = match (&config.psat_token_file, config.join_token.as_deref()) {
+                (Some(path), _) => {
+                    let token = read_psat(path)?;
+                    let (id, _bundle) = client
+                        .attest_psat(&token, config.psat_cluster.as_deref())
+                        .await?;
+                    tracing::info!(agent = %id.agent_id, "attested with a service-account token (k8s_psat)");
+                    id
+                }
+                (None, Some(token)) => {
+                    let (id, _bundle) = client.attest_join_token(token).await?;
+                    tracing::info!(agent = %id.agent_id, "attested with a join token");
+                    id
+                }
+                (None, None) => {
+                    return Err(AgentError::Config(format!(
+                        "no valid node SVID in {}: give --join-token or --psat-token-file to attest",
+                        config.data_dir.display()
+                    )))
+                }
+            };
             save_node(&config.data_dir, &id)?;
-            tracing::info!(agent = %id.agent_id, "attested with a join token");
             id
         }
     };
     let agent_id = node.agent_id.clone();
     let (updates, _) = watch::channel(0);
     let (syncs, _) = watch::channel(0);
+    let enforce = match &config.enforce_dir {
+        Some(d) => Some(
+            crate::enforce::EnforcerFiles::open(d)
+                .map_err(|e| AgentError::Config(format!("enforcer files: {e}")))?,
+        ),
+        None => None,
+    };
     let agent = Arc::new(RemoteAgent {
         client,
         node: Mutex::new(node),
@@ -855,13 +965,21 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
         data_dir: config.data_dir.clone(),
         base_roots: config.trust_bundle.clone(),
         sync_wait: config.sync_wait,
+        psat: config
+            .psat_token_file
+            .clone()
+            .map(|p| (p, config.psat_cluster.clone())),
         view: RwLock::new(View::default()),
         updates,
         syncs,
         wake: Notify::new(),
+        enforce,
     });
     // A first sync, if the server answers; the loop retries otherwise.
-    match agent.client.sync(0, "", Duration::ZERO).await {
+    let first = agent
+        .client
+        .sync_enforcers(0, "", agent.enforce.as_ref().map(|_| (0, "")), Duration::ZERO);
+    match first.await {
         Ok(resp) => agent.apply(resp),
         Err(e) => tracing::warn!(error = %e, "first sync failed; will retry"),
     }
@@ -922,6 +1040,11 @@ impl RemoteAgent {
         self.syncs.subscribe()
     }
 
+    /// The files of the node's enforcers, if this agent keeps them.
+    pub fn enforcer_files(&self) -> Option<&crate::enforce::EnforcerFiles> {
+        self.enforce.as_ref()
+    }
+
     /// Why the server refuses this agent, if it does.
     pub fn refused(&self) -> Option<String> {
         self.read().refused.clone()
@@ -946,7 +1069,15 @@ impl RemoteAgent {
 
     /// Applies a sync answer: new entries, bundle and revocations; SVIDs of
     /// deleted, changed or revoked entries leave the cache at once.
-    fn apply(&self, resp: SyncResponse) {
+    fn apply(&self, mut resp: SyncResponse) {
+        if let Some(files) = &self.enforce {
+            let now = unix(SystemTime::now());
+            match files.apply(&resp.revocations, resp.enforcer.take(), now) {
+                Ok(true) => tracing::debug!(dir = %files.dir().display(), "enforcer files updated"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "could not update the enforcer files; enforcers keep the last ones"),
+            }
+        }
         let bundle = serde_json::to_vec(&resp.bundle)
             .ok()
             .and_then(|b| match TrustBundle::parse(self.trust_domain.clone(), &b) {
@@ -956,11 +1087,35 @@ impl RemoteAgent {
                     None
                 }
             });
+        let federated: BTreeMap<TrustDomain, TrustBundle> = resp
+            .federated_bundles
+            .iter()
+            .filter_map(|(td, doc)| {
+                let td: TrustDomain = td.parse().ok()?;
+                if td == self.trust_domain {
+                    return None;
+                }
+                let bytes = serde_json::to_vec(doc).ok()?;
+                match TrustBundle::parse(td.clone(), &bytes).and_then(|b| {
+                    keycard_identity::bundle::validate_for_domain(&b).map(|()| b)
+                }) {
+                    Ok(b) => Some((td, b)),
+                    Err(e) => {
+                        tracing::warn!(trust_domain = %td, error = %e, "the server sent an unusable federated bundle; skipping it");
+                        None
+                    }
+                }
+            })
+            .collect();
         let mut changed = false;
         let mut new_roots = None;
         {
             let mut v = self.write();
             v.refused = None;
+            if v.federated != federated {
+                v.federated = federated;
+                changed = true;
+            }
             v.revocations.apply(&resp.revocations);
             v.version = resp.version;
             v.digest = resp.digest;
@@ -1031,8 +1186,10 @@ impl RemoteAgent {
                 let v = self.read();
                 (v.version, v.digest.clone())
             };
+            let held = self.enforce.as_ref().map(|f| f.position());
+            let enforcer = held.as_ref().map(|(r, d)| (*r, d.as_str()));
             let r = tokio::select! {
-                r = self.client.sync(since, &digest, self.sync_wait) => r,
+                r = self.client.sync_enforcers(since, &digest, enforcer, self.sync_wait) => r,
                 _ = stop.changed() => return,
             };
             let wait = match r {
@@ -1105,7 +1262,7 @@ impl RemoteAgent {
             }
         };
         let mut next_node = node_due;
-        if now >= node_due && self.read().refused.is_none() {
+        if now >= node_due && (self.read().refused.is_none() || self.psat.is_some()) {
             match self.client.renew(&self.agent_id).await {
                 Ok(id) => {
                     if let Err(e) = save_node(&self.data_dir, &id) {
@@ -1120,7 +1277,25 @@ impl RemoteAgent {
                     *self.node.lock().unwrap_or_else(|p| p.into_inner()) = id;
                     tracing::info!(agent = %self.agent_id, "node SVID renewed");
                 }
-                Err(e) => errors.push(format!("node SVID renewal: {e}")),
+                Err(e) => {
+                    let refused = matches!(
+                        &e,
+                        AgentError::Call(CallError::Status { status: 401 | 403, .. })
+                    );
+                    let expired = {
+                        let n = self.node.lock().unwrap_or_else(|p| p.into_inner());
+                        n.chain.first().and_then(not_after).is_none_or(|na| na <= now)
+                    };
+                    match &self.psat {
+                        Some(_) if refused || expired => match self.reattest().await {
+                            Ok(na) => next_node = na,
+                            Err(e2) => errors.push(format!(
+                                "node SVID renewal: {e}; attesting again: {e2}"
+                            )),
+                        },
+                        _ => errors.push(format!("node SVID renewal: {e}")),
+                    }
+                }
             }
         }
         // Workload SVIDs: new entries, changed ones, and those due.
@@ -1170,6 +1345,36 @@ impl RemoteAgent {
         Ok(next)
     }
 
+    /// Attests again with the current service-account token (re-read from
+    /// its file); the new node SVID is saved and presented from now on.
+    /// Returns when to renew it.
+    async fn reattest(&self) -> Result<u64, AgentError> {
+        let Some((path, cluster)) = &self.psat else {
+            return Err(AgentError::Config("no service-account token file".into()));
+        };
+        let token = read_psat(path)?;
+        // Attest without the refused or expired node SVID.
+        *self.client.node.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.client.reset().await;
+        let (id, _bundle) = self.client.attest_psat(&token, cluster.as_deref()).await?;
+        if id.agent_id != self.agent_id {
+            // The pod moved to another node: this agent's identity is gone.
+            return Err(AgentError::Node(format!(
+                "the token now attests {}, not {}; restart the agent",
+                id.agent_id, self.agent_id
+            )));
+        }
+        save_node(&self.data_dir, &id)?;
+        let leaf = id.chain.first();
+        let next = match (leaf.and_then(not_before), leaf.and_then(not_after)) {
+            (Some(nb), Some(na)) => renew_time(nb, na, &mut rand::rng()),
+            _ => unix(SystemTime::now()) + 60,
+        };
+        *self.node.lock().unwrap_or_else(|p| p.into_inner()) = id;
+        tracing::info!(agent = %self.agent_id, "attested again with the service-account token");
+        Ok(next)
+    }
+
     async fn mint(&self, e: &RegistrationEntry) -> Result<CachedSvid, String> {
         let (key, csr) = new_key_and_csr().map_err(|e| e.to_string())?;
         let r = self
@@ -1202,7 +1407,11 @@ impl RemoteAgent {
 
     fn bundle_set(&self) -> BundleSet {
         let mut set = BundleSet::new();
-        if let Some(b) = &self.read().bundle {
+        let v = self.read();
+        for b in v.federated.values() {
+            set.insert(b.clone());
+        }
+        if let Some(b) = &v.bundle {
             set.insert(b.clone());
         }
         set

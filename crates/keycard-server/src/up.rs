@@ -245,6 +245,7 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
     ca_config.x509_svid_ttl = config.x509_svid_ttl;
     ca_config.jwt_svid_ttl = config.jwt_svid_ttl;
     ca_config.intermediate_ttl = config.intermediate_ttl;
+    ca_config.refresh_hint = config.bundle_endpoint.refresh_hint;
     let ca = Ca::open(
         ca_config,
         root_source(&config)?,
@@ -370,7 +371,15 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         tasks.push(tokio::spawn(Arc::clone(&agent).run(stop_rx.clone())));
         let socket =
             keycard_workload_api::bind_socket(&config.agent_socket, config.agent_socket_mode)?;
-        let attestor = Arc::new(CompositeAttestor::new().with(Arc::new(UnixAttestor::new())));
+        let mut attestor = CompositeAttestor::new().with(Arc::new(UnixAttestor::new()));
+        if let Some(k8s) = &config.agent_k8s {
+            let lookup = keycard_workload_api::kubelet_pod_lookup(k8s)
+                .map_err(|e| UpError::Other(format!("agent.k8s: {e}")))?;
+            attestor = attestor.with(Arc::new(keycard_workload_api::K8sAttestor::new(Arc::new(
+                lookup,
+            ))));
+        }
+        let attestor = Arc::new(attestor);
         {
             let (agent, mut rx) = (Arc::clone(&agent), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
@@ -438,6 +447,43 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         None
     };
 
+    // Federation: other trust domains' bundles, fetched and refreshed; and
+    // the bundle endpoint's own listener, if configured.
+    tasks.extend(crate::federation::spawn(&state, &stop_rx));
+    let mut bundle_url = format!("https://{api_addr}/bundle");
+    if let Some(addr) = config.bundle_endpoint.listen {
+        let certs: Arc<dyn ResolvesServerCert> = match (
+            &config.bundle_endpoint.cert_file,
+            &config.bundle_endpoint.key_file,
+        ) {
+            (Some(c), Some(k)) => {
+                crate::federation::WebCert::open(c, k).map_err(UpError::Other)?
+                    as Arc<dyn ResolvesServerCert>
+            }
+            _ => Arc::clone(&slot) as Arc<dyn ResolvesServerCert>,
+        };
+        let tls = crate::federation::endpoint_tls(certs).map_err(UpError::Other)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| UpError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| UpError::Other(e.to_string()))?;
+        bundle_url = format!("https://{bound}/");
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(crate::https::serve(
+            listener,
+            tls,
+            crate::federation::endpoint_router(Arc::clone(&state)),
+            async move {
+                let _ = rx.changed().await;
+            },
+        )));
+    }
+
     // Discovery files for other commands given the same data directory.
     let socket_abs = if config.agent_enabled {
         std::path::absolute(&config.agent_socket).unwrap_or_else(|_| config.agent_socket.clone())
@@ -447,7 +493,7 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
     let endpoints = Endpoints {
         trust_domain: td.to_string(),
         api: format!("https://{api_addr}"),
-        bundle: format!("https://{api_addr}/bundle"),
+        bundle: bundle_url,
         socket: socket_abs.display().to_string(),
         admission,
         api_host: "localhost".into(),
@@ -469,36 +515,34 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
     )));
 
     // CA rotation: check every minute; rotation prepares the next
-    // intermediate early and publishes it before switching.
+    // intermediate early and publishes it before switching. Between
+    // rotations, re-read the shared trust state every few seconds: other
+    // servers on the same database publish their JWT keys and rotations
+    // there, and this server's bundle must carry them.
     {
         let (state, mut rx) = (Arc::clone(&state), stop_rx.clone());
         let dir = dir.clone();
         tasks.push(tokio::spawn(async move {
+            let mut last_rotation = tokio::time::Instant::now();
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = tokio::time::sleep(TRUST_RELOAD_EVERY) => {}
                     _ = rx.changed() => return,
                 }
-                let events = {
-                    let mut st = state.store();
-                    let keys = Arc::clone(&state.keys);
-                    state
-                        .ca_mut()
-                        .rotate(st.as_mut(), keys.as_ref(), SystemTime::now())
+                let changed = if last_rotation.elapsed() >= ROTATE_EVERY {
+                    last_rotation = tokio::time::Instant::now();
+                    rotate_ca(&state)
+                } else {
+                    reload_trust(&state)
                 };
-                match events {
-                    Ok(ev) if !ev.is_empty() => {
-                        tracing::info!(?ev, "CA rotation");
-                        let pem = bundle_pem(&state.ca());
-                        if let Err(e) =
-                            write_file(&dir.join(BUNDLE_FILE), pem.as_bytes(), 0o644, "bundle file")
-                        {
-                            tracing::warn!(error = %e, "could not update bundle.pem");
-                        }
-                        state.changed();
+                if changed {
+                    let pem = bundle_pem(&state.ca());
+                    if let Err(e) =
+                        write_file(&dir.join(BUNDLE_FILE), pem.as_bytes(), 0o644, "bundle file")
+                    {
+                        tracing::warn!(error = %e, "could not update bundle.pem");
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "CA rotation failed; will retry"),
+                    state.changed();
                 }
             }
         }));
@@ -512,6 +556,60 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         stop,
         tasks,
     })
+}
+
+/// How often the shared trust state is re-read.
+const TRUST_RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// How often the CA rotation step runs.
+const ROTATE_EVERY: Duration = Duration::from_secs(60);
+
+/// One rotation step; returns whether the bundle changed.
+fn rotate_ca(state: &ServerState) -> bool {
+    let before = state.ca().bundle().sequence;
+    let events = {
+        let mut st = state.store();
+        let keys = Arc::clone(&state.keys);
+        state
+            .ca_mut()
+            .rotate(st.as_mut(), keys.as_ref(), SystemTime::now())
+    };
+    match events {
+        Ok(ev) => {
+            if !ev.is_empty() {
+                tracing::info!(?ev, "CA rotation");
+            }
+            // Rotation also takes in what other servers published.
+            state.ca().bundle().sequence != before
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "CA rotation failed; will retry");
+            false
+        }
+    }
+}
+
+/// Picks up what other servers published (JWT keys, roots); returns
+/// whether the bundle changed.
+fn reload_trust(state: &ServerState) -> bool {
+    let reloaded = {
+        let st = state.store();
+        state.ca_mut().reload(st.as_ref())
+    };
+    match reloaded {
+        Ok(changed) => {
+            if changed {
+                tracing::info!(
+                    sequence = ?state.ca().bundle().sequence,
+                    "the trust bundle changed on another server; reloaded"
+                );
+            }
+            changed
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not re-read the shared trust state; will retry");
+            false
+        }
+    }
 }
 
 impl Up {

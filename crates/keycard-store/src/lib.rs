@@ -32,16 +32,24 @@
 //! durable (SQLite commits in WAL mode with `synchronous=FULL`), so an
 //! enforcement point may acknowledge the decisions once it returns.
 
+mod documents;
 mod memory;
+mod memory_documents;
 mod memory_identity;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
+mod sqlite_documents;
+#[cfg(feature = "sqlite")]
 mod sqlite_identity;
+/// Test support: a PostgreSQL database per test (see the module docs).
+#[cfg(feature = "postgres")]
+pub mod testing;
 mod util;
 
+pub use documents::{DocumentStore, PutMode, StoredDocument};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PG_MIGRATIONS};
@@ -106,6 +114,11 @@ pub enum StoreError {
     /// A stored value does not have the expected shape (e.g. a 31-byte hash).
     #[error("malformed stored value: {0}")]
     Malformed(String),
+    /// The database cannot be reached (connection refused or dropped, a
+    /// restart, a failover). The operation in flight may or may not have
+    /// been applied; nothing was acknowledged. Later calls reconnect.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     /// Any other backend failure.
     #[error("store backend: {0}")]
     Backend(#[source] Box<dyn StdError + Send + Sync>),
@@ -286,6 +299,31 @@ pub trait AuditStore {
     fn prune(&mut self, state: &PruneState) -> Result<(), StoreError>;
 }
 
+/// A named value with its version (see [`IdentityStore::versioned_value`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionedValue {
+    /// Changes on every write of the key; never 0, never reused.
+    pub version: u64,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// What [`IdentityStore::compare_and_put_value`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// The value was written and now has `version`.
+    Written {
+        /// The key's new version.
+        version: u64,
+    },
+    /// Someone else wrote (or deleted) the key since it was read: nothing
+    /// was written. Read it again, reapply the change and retry.
+    Conflict {
+        /// The key's version now (0: the key does not exist).
+        actual: u64,
+    },
+}
+
 /// Storage of the identity system: registration entries, node agents,
 /// single-use join tokens, the revocation feed, and small named values (CA
 /// state, bundle sequence numbers, federated bundles).
@@ -330,10 +368,31 @@ pub trait IdentityStore {
     fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// Deletes the named value `key`; returns whether it existed.
     fn delete_value(&mut self, key: &str) -> Result<bool, StoreError>;
+
+    /// The named value `key` with its version. Every write of a key
+    /// ([`Self::put_value`] or [`Self::compare_and_put_value`]) gives it a
+    /// new version, greater than the versions it had and never handed out
+    /// to any key before, so a key never returns to a version it had, even
+    /// after a delete and a re-create (no ABA).
+    fn versioned_value(&self, key: &str) -> Result<Option<VersionedValue>, StoreError>;
+
+    /// Compare-and-swap: sets `key` to `value` only if its version is still
+    /// `expected` (0: only if the key does not exist), as one atomic step
+    /// across every connection and server on the database. This is how
+    /// servers sharing state read-modify-write it without losing each
+    /// other's changes: read with [`Self::versioned_value`], change,
+    /// write with the version read, and on [`CasOutcome::Conflict`] start
+    /// again from a fresh read.
+    fn compare_and_put_value(
+        &mut self,
+        key: &str,
+        expected: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, StoreError>;
 }
 
-/// The whole of keycard's state: the decision log and the identity store;
-/// policies and grants join as further supertraits.
-pub trait Store: AuditStore + IdentityStore {}
+/// The whole of keycard's state: the decision log, the identity store and
+/// the versioned documents (policies, exceptions).
+pub trait Store: AuditStore + IdentityStore + DocumentStore {}
 
-impl<T: AuditStore + IdentityStore> Store for T {}
+impl<T: AuditStore + IdentityStore + DocumentStore> Store for T {}

@@ -11,13 +11,25 @@
 //! - a join token is spent by one conditional `UPDATE`, which PostgreSQL
 //!   re-checks under the row lock: of two replicas, exactly one wins;
 //! - migrations run under an advisory lock, so replicas that start together
-//!   migrate once.
+//!   migrate once;
+//! - shared named values (the CA's trust state) are read-modify-written
+//!   with [`IdentityStore::compare_and_put_value`]: one conditional
+//!   statement, re-checked by PostgreSQL under the row lock, so of two
+//!   replicas writing from the same version exactly one wins and the other
+//!   re-reads.
+//!
+//! When the database goes away (a restart, a failover, a terminated
+//! backend) the call in flight fails with [`StoreError::Unavailable`], as
+//! does every call while it cannot be reached (each tries to reconnect,
+//! with a bounded connect timeout); the first call after it is back
+//! reconnects and succeeds.
 //!
 //! Durability is PostgreSQL's: a commit that returns is on disk (with the
 //! server's default `synchronous_commit=on`).
 
 use postgres::error::SqlState;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use postgres::{Client, NoTls, Row, Transaction};
 use tracing::info;
@@ -26,9 +38,14 @@ use keycard_core::{AgentRecord, JoinToken, RegistrationEntry, Revocation, Spiffe
 
 use crate::util::{from_json, now_ms, to_i64, to_json, to_u64};
 use crate::{
-    AuditEntry, AuditStore, EntryFilter, Hash, IdentityStore, PruneState, StoreError,
-    StoredCheckpoint, StoredEntry, Tile,
+    AuditEntry, AuditStore, CasOutcome, EntryFilter, Hash, IdentityStore, PruneState, StoreError,
+    StoredCheckpoint, StoredEntry, Tile, VersionedValue,
 };
+
+/// How long a (re)connection may take when the connection string sets no
+/// `connect_timeout`: a database that does not answer fails the call
+/// instead of holding it.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL schema, one migration per version. Never edit a released
 /// migration: add the next one.
@@ -95,7 +112,28 @@ pub const PG_MIGRATIONS: &[(i32, &str, &str)] = &[
             value BYTEA NOT NULL
         );",
     ),
+    (
+        3,
+        "versioned named values",
+        "ALTER TABLE kv ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+        ALTER TABLE kv ALTER COLUMN version DROP DEFAULT;
+        CREATE SEQUENCE kv_version START WITH 2;",
+    ),
+    (
+        4,
+        "versioned documents",
+        "CREATE TABLE documents (
+            collection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            revision BIGINT NOT NULL UNIQUE,
+            body BYTEA,
+            PRIMARY KEY (collection, name)
+        );",
+    ),
 ];
+
+#[path = "postgres_documents.rs"]
+mod documents;
 
 // Advisory lock keys (arbitrary constants, one per serialised concern).
 const LOCK_MIGRATE: i64 = 0x6b63_0001;
@@ -112,7 +150,13 @@ struct Conn {
 }
 
 fn open_client(conninfo: &str, schema: Option<&str>) -> Result<Client, StoreError> {
-    let mut client = Client::connect(conninfo, NoTls).map_err(classify)?;
+    let mut config: postgres::Config = conninfo
+        .parse()
+        .map_err(|e| StoreError::Malformed(format!("PostgreSQL connection string: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    let mut client = config.connect(NoTls).map_err(classify)?;
     if let Some(s) = schema {
         if !is_valid_schema(s) {
             return Err(StoreError::Malformed(format!(
@@ -138,9 +182,40 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+/// Is `code` the database saying it is going away or not accepting us
+/// (class 08 connection exceptions, shutdowns, "not accepting
+/// connections" is reported by the connect, which [`PostgresStore::lock`]
+/// reports as unavailable whatever the code), too many connections)?
+fn unreachable_code(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CRASH_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+        || *code == SqlState::TOO_MANY_CONNECTIONS
+}
+
 fn classify(e: postgres::Error) -> StoreError {
+    if e.is_closed() {
+        return StoreError::Unavailable(format!("the connection to PostgreSQL was lost: {e}"));
+    }
+    if e.as_db_error().is_none() {
+        // No answer from the server: refused, reset, timed out.
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            if s.is::<std::io::Error>() {
+                return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+            }
+            src = s.source();
+        }
+        if e.to_string().contains("timed out") {
+            return StoreError::Unavailable(format!("PostgreSQL: {e}"));
+        }
+    }
     if let Some(db) = e.as_db_error() {
         let code = db.code();
+        if unreachable_code(code) {
+            return StoreError::Unavailable(format!("PostgreSQL: {}", db.message()));
+        }
         if *code == SqlState::DISK_FULL || *code == SqlState::OUT_OF_MEMORY {
             return StoreError::Full(db.message().to_string());
         }
@@ -206,7 +281,10 @@ impl PostgresStore {
     /// restart, a failover, a terminated backend): the call that found it
     /// closed failed; this one tries again. Nothing acknowledged is lost,
     /// since every write is one transaction that either committed or not.
-    fn lock(&self) -> MutexGuard<'_, Conn> {
+    ///
+    /// While the database cannot be reached, this fails with
+    /// [`StoreError::Unavailable`] (each call tries again).
+    fn lock(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if g.client.is_closed() {
             match open_client(&g.conninfo, g.schema.as_deref()) {
@@ -214,16 +292,22 @@ impl PostgresStore {
                     info!("reconnected to PostgreSQL");
                     g.client = c;
                 }
-                Err(e) => tracing::warn!(error = %e, "PostgreSQL is unreachable"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL is unreachable");
+                    return Err(match e {
+                        StoreError::Unavailable(m) => StoreError::Unavailable(m),
+                        other => StoreError::Unavailable(format!("reconnecting: {other}")),
+                    });
+                }
             }
         }
-        g
+        Ok(g)
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i32, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
@@ -308,7 +392,7 @@ impl AuditStore for PostgresStore {
         entries: &[AuditEntry],
         tiles: &[Tile],
     ) -> Result<(), StoreError> {
-        let mut g = self.lock();
+        let mut g = self.lock()?;
         let mut tx = g.client.transaction().map_err(classify)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_APPEND])
             .map_err(classify)?;
@@ -358,7 +442,7 @@ impl AuditStore for PostgresStore {
     }
 
     fn size(&self) -> Result<u64, StoreError> {
-        let mut g = self.lock();
+        let mut g = self.lock()?;
         let mut tx = g.client.transaction().map_err(classify)?;
         let n = Conn::log_end(&mut tx)?;
         tx.commit().map_err(classify)?;
@@ -367,7 +451,7 @@ impl AuditStore for PostgresStore {
 
     fn entries(&self, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT idx, leaf, data FROM audit_records WHERE idx >= $1 AND idx < $2 ORDER BY idx",
@@ -379,7 +463,7 @@ impl AuditStore for PostgresStore {
 
     fn leaf_hashes(&self, start: u64, end: u64) -> Result<Vec<(u64, Hash)>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT idx, leaf FROM audit_records WHERE idx >= $1 AND idx < $2 ORDER BY idx",
@@ -401,7 +485,7 @@ impl AuditStore for PostgresStore {
     fn tiles(&self, level: u32, start: u64, end: u64) -> Result<Vec<Tile>, StoreError> {
         let lv = i32::try_from(level).unwrap_or(i32::MAX);
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT idx, hash FROM audit_tiles WHERE level = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
@@ -423,7 +507,7 @@ impl AuditStore for PostgresStore {
 
     fn find_by_id(&self, id: &str) -> Result<Vec<StoredEntry>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT idx, leaf, data FROM audit_records WHERE id = $1 ORDER BY idx",
@@ -469,12 +553,12 @@ impl AuditStore for PostgresStore {
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {}", to_i64(l)));
         }
-        let rows = self.lock().client.query(&sql, &params).map_err(classify)?;
+        let rows = self.lock()?.client.query(&sql, &params).map_err(classify)?;
         rows.iter().map(stored_entry).collect()
     }
 
     fn put_checkpoint(&mut self, cp: &StoredCheckpoint) -> Result<(), StoreError> {
-        self.lock()
+        self.lock()?
             .client
             .execute(
                 "INSERT INTO audit_checkpoints (size, note, created_ms) VALUES ($1, $2, $3)
@@ -487,7 +571,7 @@ impl AuditStore for PostgresStore {
 
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT size, note, created_ms FROM audit_checkpoints ORDER BY size",
@@ -511,7 +595,7 @@ impl AuditStore for PostgresStore {
 
     fn prune_state(&self) -> Result<Option<PruneState>, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_opt("SELECT boundary, frontier FROM audit_prune", &[])
             .map_err(classify)?;
@@ -534,7 +618,7 @@ impl AuditStore for PostgresStore {
     }
 
     fn prune(&mut self, state: &PruneState) -> Result<(), StoreError> {
-        let mut g = self.lock();
+        let mut g = self.lock()?;
         let mut tx = g.client.transaction().map_err(classify)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_APPEND])
             .map_err(classify)?;
@@ -558,7 +642,7 @@ impl AuditStore for PostgresStore {
 
 impl IdentityStore for PostgresStore {
     fn create_entry(&mut self, entry: &RegistrationEntry) -> Result<(), StoreError> {
-        self.lock()
+        self.lock()?
             .client
             .execute(
                 "INSERT INTO id_entries (id, spiffe_id, body) VALUES ($1, $2, $3)",
@@ -570,7 +654,7 @@ impl IdentityStore for PostgresStore {
 
     fn entry(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_opt("SELECT body FROM id_entries WHERE id = $1", &[&id])
             .map_err(classify)?;
@@ -579,13 +663,13 @@ impl IdentityStore for PostgresStore {
     }
 
     fn list_entries(&self) -> Result<Vec<RegistrationEntry>, StoreError> {
-        self.lock()
+        self.lock()?
             .json_rows("SELECT body FROM id_entries ORDER BY id", "entry")
     }
 
     fn delete_entry(&mut self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_opt(
                 "DELETE FROM id_entries WHERE id = $1 RETURNING body",
@@ -597,7 +681,7 @@ impl IdentityStore for PostgresStore {
     }
 
     fn put_join_token(&mut self, token: &JoinToken) -> Result<(), StoreError> {
-        self.lock()
+        self.lock()?
             .client
             .execute(
                 "INSERT INTO id_join_tokens (hash, expires_at, used_at, body) VALUES ($1, $2, NULL, $3)",
@@ -608,7 +692,7 @@ impl IdentityStore for PostgresStore {
     }
 
     fn use_join_token(&mut self, hash: &str, now: u64) -> Result<TokenUse, StoreError> {
-        let mut g = self.lock();
+        let mut g = self.lock()?;
         let now = to_i64(now);
         let changed = g
             .client
@@ -636,7 +720,7 @@ impl IdentityStore for PostgresStore {
     }
 
     fn put_agent(&mut self, agent: &AgentRecord) -> Result<(), StoreError> {
-        self.lock()
+        self.lock()?
             .client
             .execute(
                 "INSERT INTO id_agents (spiffe_id, body) VALUES ($1, $2)
@@ -649,7 +733,7 @@ impl IdentityStore for PostgresStore {
 
     fn agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_opt(
                 "SELECT body FROM id_agents WHERE spiffe_id = $1",
@@ -661,12 +745,12 @@ impl IdentityStore for PostgresStore {
     }
 
     fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.lock()
+        self.lock()?
             .json_rows("SELECT body FROM id_agents ORDER BY spiffe_id", "agent")
     }
 
     fn add_revocation(&mut self, revocation: &Revocation) -> Result<u64, StoreError> {
-        let mut g = self.lock();
+        let mut g = self.lock()?;
         let mut tx = g.client.transaction().map_err(classify)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_REVOKE])
             .map_err(classify)?;
@@ -693,7 +777,7 @@ impl IdentityStore for PostgresStore {
 
     fn revocations_since(&self, version: u64) -> Result<Vec<Revocation>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT body FROM id_revocations WHERE version > $1 ORDER BY version",
@@ -706,11 +790,12 @@ impl IdentityStore for PostgresStore {
     }
 
     fn put_value(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.lock()
+        self.lock()?
             .client
             .execute(
-                "INSERT INTO kv (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO kv (key, value, version) VALUES ($1, $2, nextval('kv_version'))
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = excluded.value, version = nextval('kv_version')",
                 &[&key, &value],
             )
             .map_err(classify)?;
@@ -719,7 +804,7 @@ impl IdentityStore for PostgresStore {
 
     fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = self
-            .lock()
+            .lock()?
             .client
             .query_opt("SELECT value FROM kv WHERE key = $1", &[&key])
             .map_err(classify)?;
@@ -728,7 +813,7 @@ impl IdentityStore for PostgresStore {
 
     fn values_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .client
             .query(
                 "SELECT key, value FROM kv WHERE left(key, length($1)) = $1 ORDER BY key",
@@ -740,10 +825,62 @@ impl IdentityStore for PostgresStore {
 
     fn delete_value(&mut self, key: &str) -> Result<bool, StoreError> {
         let n = self
-            .lock()
+            .lock()?
             .client
             .execute("DELETE FROM kv WHERE key = $1", &[&key])
             .map_err(classify)?;
         Ok(n > 0)
+    }
+
+    fn versioned_value(&self, key: &str) -> Result<Option<VersionedValue>, StoreError> {
+        let row = self
+            .lock()?
+            .client
+            .query_opt("SELECT version, value FROM kv WHERE key = $1", &[&key])
+            .map_err(classify)?;
+        row.map(|r| {
+            Ok(VersionedValue {
+                version: to_u64(r.get(0), "value version")?,
+                value: r.get(1),
+            })
+        })
+        .transpose()
+    }
+
+    fn compare_and_put_value(
+        &mut self,
+        key: &str,
+        expected: u64,
+        value: &[u8],
+    ) -> Result<CasOutcome, StoreError> {
+        let mut g = self.lock()?;
+        // One statement each way: PostgreSQL re-checks the WHERE (or the
+        // conflict) under the row lock, so two replicas writing from the
+        // same version cannot both succeed.
+        let row = if expected == 0 {
+            g.client.query_opt(
+                "INSERT INTO kv (key, value, version) VALUES ($1, $2, nextval('kv_version'))
+                 ON CONFLICT (key) DO NOTHING RETURNING version",
+                &[&key, &value],
+            )
+        } else {
+            g.client.query_opt(
+                "UPDATE kv SET value = $2, version = nextval('kv_version')
+                 WHERE key = $1 AND version = $3 RETURNING version",
+                &[&key, &value, &to_i64(expected)],
+            )
+        }
+        .map_err(classify)?;
+        if let Some(r) = row {
+            return Ok(CasOutcome::Written {
+                version: to_u64(r.get(0), "value version")?,
+            });
+        }
+        let actual = g
+            .client
+            .query_opt("SELECT version FROM kv WHERE key = $1", &[&key])
+            .map_err(classify)?
+            .map_or(Ok(0), |r| to_u64(r.get(0), "value version"))?;
+        Ok(CasOutcome::Conflict { actual })
     }
 }

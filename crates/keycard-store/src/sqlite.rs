@@ -89,6 +89,27 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
             value TEXT NOT NULL
         );",
     ),
+    (
+        4,
+        "versioned named values",
+        "ALTER TABLE kv ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+        CREATE TABLE kv_version (
+            one INTEGER PRIMARY KEY CHECK (one = 1),
+            last INTEGER NOT NULL
+        );
+        INSERT INTO kv_version (one, last) VALUES (1, 1);",
+    ),
+    (
+        5,
+        "versioned documents",
+        "CREATE TABLE documents (
+            collection TEXT NOT NULL,
+            name TEXT NOT NULL,
+            revision INTEGER NOT NULL UNIQUE,
+            body BLOB,
+            PRIMARY KEY (collection, name)
+        );",
+    ),
 ];
 
 /// How to open a [`SqliteStore`].
@@ -798,7 +819,7 @@ mod tests {
         let path = dir.path().join("audit.db");
         {
             let mut s = SqliteStore::open(&path).unwrap();
-            assert_eq!(s.schema_version().unwrap(), 3);
+            assert_eq!(s.schema_version().unwrap(), MIGRATIONS.last().unwrap().0);
             let batch: Vec<_> = (0..10).map(entry).collect();
             s.append_entries(0, &batch, &[]).unwrap();
             assert!(matches!(

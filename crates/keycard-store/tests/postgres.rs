@@ -13,8 +13,8 @@ use std::thread;
 
 use keycard_core::{JoinToken, Revocation, RevocationKind, TokenUse};
 use keycard_store::{
-    AuditEntry, AuditStore, EntryFilter, EntryMeta, IdentityStore, PostgresStore, PruneState,
-    StoreError, StoredCheckpoint,
+    AuditEntry, AuditStore, CasOutcome, EntryFilter, EntryMeta, IdentityStore, PostgresStore,
+    PruneState, StoreError, StoredCheckpoint,
 };
 
 mod common;
@@ -31,6 +31,23 @@ fn schema(tag: &str) -> Option<(String, String)> {
     c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
         .unwrap();
     Some((url, name))
+}
+
+/// `url` (key=value or a URL) with its database replaced by `db`.
+fn with_dbname(url: &str, db: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (rest, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(r, q)| (r, Some(q)));
+            let host = rest.split_once('/').map_or(rest, |(h, _)| h);
+            match query {
+                Some(q) => format!("{scheme}://{host}/{db}?{q}"),
+                None => format!("{scheme}://{host}/{db}"),
+            }
+        }
+        None => format!("{url} dbname={db}"),
+    }
 }
 
 fn drop_schema(url: &str, name: &str) {
@@ -53,13 +70,30 @@ fn entry(i: u64) -> AuditEntry {
 }
 
 #[test]
+fn postgres_keeps_the_document_contract() {
+    let Some((url, name)) = schema("docs") else {
+        return;
+    };
+    let mut s = PostgresStore::connect(&url, Some(&name)).unwrap();
+    common::document_contract(&mut s);
+    let again = PostgresStore::connect(&url, Some(&name)).unwrap();
+    use keycard_store::DocumentStore;
+    assert_eq!(again.document_revision().unwrap(), 6);
+    drop_schema(&url, &name);
+}
+
+#[test]
 fn postgres_keeps_the_identity_contract() {
     let Some((url, name)) = schema("ident") else {
         return;
     };
     let mut s = PostgresStore::connect(&url, Some(&name)).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(
+        s.schema_version().unwrap(),
+        keycard_store::PG_MIGRATIONS.last().unwrap().0
+    );
     common::identity_contract(&mut s);
+    common::cas_contract(&mut s);
     // A second connection (a restarted server) sees the same state and
     // does not migrate twice.
     let again = PostgresStore::connect(&url, Some(&name)).unwrap();
@@ -242,7 +276,7 @@ fn a_dropped_connection_is_reopened_and_committed_data_kept() {
         )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let (mut ok, mut failed) = (false, 0);
+    let (mut ok, mut failed, mut first_error) = (false, 0, None);
     for _ in 0..3 {
         match s.value("before") {
             Ok(v) => {
@@ -250,12 +284,137 @@ fn a_dropped_connection_is_reopened_and_committed_data_kept() {
                 ok = true;
                 break;
             }
-            Err(_) => failed += 1,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
         }
     }
     assert_eq!(failed, 1, "the call in flight sees the dropped connection");
+    assert!(
+        matches!(first_error, Some(StoreError::Unavailable(_))),
+        "a dropped connection is reported as unavailable: {first_error:?}"
+    );
     assert!(ok, "the next call reconnects");
     s.put_value("after", b"2").unwrap();
     assert_eq!(s.value("after").unwrap().unwrap(), b"2");
     drop_schema(&url, &name);
+}
+
+/// Two replicas, each its own connection, add to one shared list with
+/// read-modify-CAS at the same time: nothing is lost or duplicated, and
+/// the race really happened (someone had to retry).
+#[test]
+fn two_replicas_cas_one_value_without_losing_a_write() {
+    let Some((url, name)) = schema("cas") else {
+        return;
+    };
+    drop(PostgresStore::connect(&url, Some(&name)).unwrap());
+    let replicas: Vec<_> = (0..2)
+        .map(|r| {
+            let (url, name) = (url.clone(), name.clone());
+            thread::spawn(move || {
+                let mut s = PostgresStore::connect(&url, Some(&name)).unwrap();
+                let items: Vec<String> = (0..150).map(|i| format!("r{r}-{i}")).collect();
+                common::add_with_cas(&mut s, "shared", &items)
+            })
+        })
+        .collect();
+    let conflicts: usize = replicas.into_iter().map(|h| h.join().unwrap()).sum();
+    let s = PostgresStore::connect(&url, Some(&name)).unwrap();
+    let list: Vec<String> = serde_json::from_slice(&s.value("shared").unwrap().unwrap()).unwrap();
+    let unique: BTreeSet<_> = list.iter().collect();
+    assert_eq!(list.len(), 300);
+    assert_eq!(unique.len(), 300);
+    eprintln!("{conflicts} conflicts retried");
+    drop_schema(&url, &name);
+}
+
+/// A store migrated before values had versions (schema 2) keeps its
+/// values at version 1 after migration 3, and CAS works on them.
+#[test]
+fn postgres_values_written_before_versions_migrate_to_version_one() {
+    let Some((url, name)) = schema("kvmig") else {
+        return;
+    };
+    {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA {name}; SET search_path TO {name};"))
+            .unwrap();
+        c.batch_execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)",
+        )
+        .unwrap();
+        for (version, n, sql) in &keycard_store::PG_MIGRATIONS[..2] {
+            c.batch_execute(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+                &[version, n],
+            )
+            .unwrap();
+        }
+        c.execute("INSERT INTO kv (key, value) VALUES ('old', '\\x01')", &[])
+            .unwrap();
+    }
+    let mut s = PostgresStore::connect(&url, Some(&name)).unwrap();
+    let old = s.versioned_value("old").unwrap().unwrap();
+    assert_eq!((old.version, old.value), (1, vec![1]));
+    assert!(matches!(
+        s.compare_and_put_value("old", 1, b"new").unwrap(),
+        CasOutcome::Written { version } if version > 1
+    ));
+    drop_schema(&url, &name);
+}
+
+/// The database refuses connections for a while (as during a restart):
+/// every call fails as unavailable with a message that says so, and the
+/// first call after it is back reconnects, with committed data intact.
+#[test]
+fn an_unreachable_database_is_unavailable_until_it_returns() {
+    let Ok(url) = std::env::var("KEYCARD_TEST_POSTGRES") else {
+        eprintln!("skipped: KEYCARD_TEST_POSTGRES not set");
+        return;
+    };
+    let db = format!("kc_down_{}", std::process::id());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .unwrap();
+    let db_url = with_dbname(&url, &db);
+    let mut s = PostgresStore::connect(&db_url, None).unwrap();
+    s.put_value("before", b"1").unwrap();
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        match s.put_value("while-down", b"x") {
+            Err(StoreError::Unavailable(m)) => {
+                assert!(!m.is_empty());
+                eprintln!("while down: {}", StoreError::Unavailable(m));
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+    assert!(matches!(s.value("before"), Err(StoreError::Unavailable(_))));
+
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .unwrap();
+    assert_eq!(s.value("before").unwrap().unwrap(), b"1");
+    s.put_value("after", b"2").unwrap();
+    assert_eq!(s.value("after").unwrap().unwrap(), b"2");
+    assert_eq!(s.value("while-down").unwrap(), None);
+    drop(s);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .unwrap();
 }

@@ -54,6 +54,9 @@ pub enum Command {
     /// Join tokens for agents.
     #[command(subcommand)]
     Token(crate::cmd::token::TokenCommand),
+    /// Exceptions (owned, expiring waivers of a rule) on a server.
+    #[command(subcommand)]
+    Exception(crate::cmd::policy_api::ExceptionCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -219,8 +222,24 @@ pub struct CheckArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
-    /// List the built-in packs and their rules.
-    List,
+    /// List the built-in packs and their rules (--server: the policies pushed to a server).
+    List(crate::cmd::policy_api::PolicyListArgs),
+    /// Create or replace policies on a server (validated there), for its enforcers.
+    Push(crate::cmd::policy_api::PushArgs),
+    /// Print a policy pushed to a server.
+    ShowPushed {
+        /// The policy's name.
+        name: String,
+        #[command(flatten)]
+        server: crate::cmd::entry::ServerArgs,
+    },
+    /// Delete a policy from a server.
+    Delete {
+        /// The policy's name.
+        name: String,
+        #[command(flatten)]
+        server: crate::cmd::entry::ServerArgs,
+    },
     /// Print a built-in pack's Rego source.
     Show {
         /// pss-baseline, pss-restricted or zero-trust.

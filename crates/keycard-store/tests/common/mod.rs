@@ -111,3 +111,158 @@ pub fn identity_contract(s: &mut dyn IdentityStore) {
     assert!(!s.delete_value("p/a").unwrap());
     assert_eq!(s.values_with_prefix("p/").unwrap().len(), 1);
 }
+
+/// Compare-and-swap on named values: versions, conflicts, no ABA.
+pub fn cas_contract(s: &mut dyn IdentityStore) {
+    use keycard_store::CasOutcome;
+
+    // Create only if absent (expected version 0).
+    assert_eq!(s.versioned_value("cas").unwrap(), None);
+    let CasOutcome::Written { version: v1 } = s.compare_and_put_value("cas", 0, b"one").unwrap()
+    else {
+        panic!("creating an absent key must succeed");
+    };
+    assert!(v1 > 0);
+    let got = s.versioned_value("cas").unwrap().unwrap();
+    assert_eq!((got.version, got.value.as_slice()), (v1, &b"one"[..]));
+    assert_eq!(s.value("cas").unwrap().unwrap(), b"one");
+    // A second create from "absent" loses and learns the version.
+    assert_eq!(
+        s.compare_and_put_value("cas", 0, b"other").unwrap(),
+        CasOutcome::Conflict { actual: v1 }
+    );
+
+    // Swap from the version read; a stale version loses and writes nothing.
+    let CasOutcome::Written { version: v2 } = s.compare_and_put_value("cas", v1, b"two").unwrap()
+    else {
+        panic!("a swap from the current version must succeed");
+    };
+    assert!(v2 > v1, "versions grow: {v1} then {v2}");
+    assert_eq!(
+        s.compare_and_put_value("cas", v1, b"stale").unwrap(),
+        CasOutcome::Conflict { actual: v2 }
+    );
+    assert_eq!(s.value("cas").unwrap().unwrap(), b"two");
+
+    // A plain put is a write too: it moves the version on.
+    s.put_value("cas", b"three").unwrap();
+    let v3 = s.versioned_value("cas").unwrap().unwrap().version;
+    assert!(v3 > v2);
+    assert_eq!(
+        s.compare_and_put_value("cas", v2, b"stale").unwrap(),
+        CasOutcome::Conflict { actual: v3 }
+    );
+
+    // Deleted then re-created: the old version never matches again (no ABA).
+    assert!(s.delete_value("cas").unwrap());
+    assert_eq!(
+        s.compare_and_put_value("cas", v3, b"x").unwrap(),
+        CasOutcome::Conflict { actual: 0 }
+    );
+    let CasOutcome::Written { version: v4 } = s.compare_and_put_value("cas", 0, b"four").unwrap()
+    else {
+        panic!("re-creating a deleted key must succeed");
+    };
+    assert!(![v1, v2, v3].contains(&v4), "version {v4} was reused");
+    assert_eq!(
+        s.compare_and_put_value("cas", v3, b"x").unwrap(),
+        CasOutcome::Conflict { actual: v4 }
+    );
+    // Versions are per key: another key's writes do not conflict with it.
+    s.put_value("cas-other", b"o").unwrap();
+    assert!(matches!(
+        s.compare_and_put_value("cas", v4, b"five").unwrap(),
+        CasOutcome::Written { .. }
+    ));
+}
+
+/// One writer's share of a read-modify-CAS race: adds `items` to the JSON
+/// list under `key`, one CAS each, re-reading on conflict. Returns how many
+/// conflicts it met.
+pub fn add_with_cas(s: &mut dyn IdentityStore, key: &str, items: &[String]) -> usize {
+    use keycard_store::CasOutcome;
+    let mut conflicts = 0;
+    for item in items {
+        loop {
+            let (version, mut list) = match s.versioned_value(key).unwrap() {
+                None => (0, Vec::<String>::new()),
+                Some(v) => (v.version, serde_json::from_slice(&v.value).unwrap()),
+            };
+            list.push(item.clone());
+            let bytes = serde_json::to_vec(&list).unwrap();
+            match s.compare_and_put_value(key, version, &bytes).unwrap() {
+                CasOutcome::Written { .. } => break,
+                CasOutcome::Conflict { .. } => conflicts += 1,
+            }
+        }
+    }
+    conflicts
+}
+
+pub fn document_contract(s: &mut dyn keycard_store::DocumentStore) {
+    use keycard_store::PutMode;
+    assert_eq!(s.document_revision().unwrap(), 0);
+    // Create, refuse a second create, replace: one feed of revisions.
+    assert_eq!(
+        s.put_document("policy", "web", b"v1", PutMode::Create)
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        s.put_document("policy", "web", b"again", PutMode::Create),
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        s.put_document("exception", "web", b"e1", PutMode::Create)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        s.put_document("policy", "web", b"v2", PutMode::Upsert)
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        s.put_document("policy", "db", b"d1", PutMode::Upsert)
+            .unwrap(),
+        4
+    );
+    let web = s.document("policy", "web").unwrap().unwrap();
+    assert_eq!((web.revision, web.body.as_deref()), (3, Some(&b"v2"[..])));
+    let names: Vec<_> = s
+        .documents("policy")
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["db", "web"]);
+    // Delete leaves a tombstone in the feed; a second delete finds nothing.
+    assert_eq!(s.delete_document("policy", "web").unwrap(), Some(5));
+    assert_eq!(s.delete_document("policy", "web").unwrap(), None);
+    assert_eq!(s.delete_document("policy", "never").unwrap(), None);
+    assert_eq!(s.document("policy", "web").unwrap(), None);
+    assert_eq!(s.documents("policy").unwrap().len(), 1);
+    // A reader at revision 2 learns the replaced-then-deleted web (as a
+    // tombstone) and db, in revision order; nothing from before.
+    let since: Vec<_> = s
+        .documents_since(2)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.collection, d.name, d.revision, d.body.is_some()))
+        .collect();
+    assert_eq!(
+        since,
+        [
+            ("policy".to_string(), "db".to_string(), 4, true),
+            ("policy".to_string(), "web".to_string(), 5, false),
+        ]
+    );
+    assert!(s.documents_since(5).unwrap().is_empty());
+    // Re-creating after a delete is a create, at a new revision.
+    assert_eq!(
+        s.put_document("policy", "web", b"v3", PutMode::Create)
+            .unwrap(),
+        6
+    );
+    assert_eq!(s.document_revision().unwrap(), 6);
+}

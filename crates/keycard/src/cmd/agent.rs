@@ -10,9 +10,16 @@ use keycard_server::remote_agent::{read_pem_certs, start_agent, AgentConfig, NOD
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Runs the agent of one node: it attests to the server once with a join token
-(the node key, 0600, and node SVID stay in --data-dir; later starts need no
-token), syncs registration entries, the trust bundle and revocations over mTLS
+Runs the agent of one node: it attests to the server once with a join token,
+or on Kubernetes with its projected service-account token (--psat-token-file;
+the file is re-read at every attestation, since the kubelet rotates it, and the
+agent attests again with it when its node SVID has expired or is refused). The
+node key (0600) and node SVID stay in --data-dir; later starts need no token.
+The server checks the token against its [[k8s_psat]] configuration (cluster,
+audience, allowed service accounts; the issuer's JWKS or a TokenReview) and
+names the agent spiffe://<td>/keycard/agent/k8s_psat/<cluster>/<node uid>, with
+node selectors k8s_psat:cluster, agent_ns, agent_sa and agent_node_name for
+node entries. It syncs registration entries, the trust bundle and revocations over mTLS
 as they change, keeps the SVIDs of this node's workloads (their keys never
 leave the node), renews them at about half-life, and serves the SPIFFE Workload
 API and Envoy SDS on --socket. While the server is away it keeps serving what it
@@ -21,7 +28,14 @@ holds and reconnects with backoff.
 Examples:
   keycard agent --server https://server:8443 --trust-bundle bundle.pem \\
       --join-token <token> --data-dir /var/lib/keycard-agent
-  SPIFFE_ENDPOINT_SOCKET=unix:///var/lib/keycard-agent/agent.sock my-spiffe-app")]
+  keycard agent --server https://keycard-server.keycard:8443 \
+      --trust-bundle /run/keycard/bundle.pem --psat-cluster prod \
+      --psat-token-file /var/run/secrets/tokens/keycard-agent
+  SPIFFE_ENDPOINT_SOCKET=unix:///var/lib/keycard-agent/agent.sock my-spiffe-app
+
+On Kubernetes, mount the token as a projected volume with the audience the
+server expects (serviceAccountToken: {audience: keycard, expirationSeconds:
+3600, path: keycard-agent}).")]
 pub struct AgentArgs {
     /// The server: https://host:port.
     #[arg(long, value_name = "URL", env = "KEYCARD_SERVER")]
@@ -37,6 +51,19 @@ pub struct AgentArgs {
         hide_env_values = true
     )]
     pub join_token: Option<String>,
+    /// A projected, audience-bound service-account token file (Kubernetes
+    /// PSAT attestation), re-read at every attestation.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "KEYCARD_PSAT_TOKEN_FILE",
+        conflicts_with = "join_token"
+    )]
+    pub psat_token_file: Option<PathBuf>,
+    /// The cluster's name in the server's [[k8s_psat]] configuration
+    /// (needed when the server knows several clusters).
+    #[arg(long, value_name = "NAME", requires = "psat_token_file")]
+    pub psat_cluster: Option<String>,
     /// State directory: node key and SVID [default: .keycard-agent].
     #[arg(long, value_name = "DIR", env = "KEYCARD_AGENT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -64,6 +91,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
         })?;
     let mut config = AgentConfig::new(&args.server, bundle, &data_dir);
     config.join_token = args.join_token;
+    config.psat_token_file = args.psat_token_file;
+    config.psat_cluster = args.psat_cluster;
     config.socket_mode = mode;
     if let Some(s) = args.socket {
         config.socket = Some(s);

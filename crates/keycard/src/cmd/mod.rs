@@ -11,6 +11,7 @@ pub mod entry;
 mod flows;
 mod netpol;
 mod policy;
+pub mod policy_api;
 pub mod proxy;
 pub mod server;
 pub mod token;
@@ -20,7 +21,14 @@ pub mod up;
 pub fn run(cmd: Command) -> anyhow::Result<u8> {
     match cmd {
         Command::Check(args) => check::run(args),
-        Command::Policy(PolicyCommand::List) => policy::list(),
+        Command::Policy(PolicyCommand::List(a)) => policy_api::list(a, policy::list),
+        Command::Policy(PolicyCommand::Push(a)) => policy_api::push(a),
+        Command::Policy(PolicyCommand::ShowPushed { name, server }) => {
+            policy_api::show(&name, &server)
+        }
+        Command::Policy(PolicyCommand::Delete { name, server }) => {
+            policy_api::delete(&name, &server)
+        }
         Command::Policy(PolicyCommand::Show { pack }) => policy::show(&pack),
         Command::Policy(PolicyCommand::Test(args)) => policy::test(args),
         Command::Netpol(NetpolCommand::Eval(args)) => netpol::eval(args),
@@ -38,6 +46,7 @@ pub fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Agent(args) => agent::run(args),
         Command::Entry(cmd) => entry::run(cmd),
         Command::Token(cmd) => token::run(cmd),
+        Command::Exception(cmd) => policy_api::exception(cmd),
     }
 }
 
