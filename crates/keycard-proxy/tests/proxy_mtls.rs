@@ -115,6 +115,11 @@ async fn app(hits: Arc<AtomicU64>) -> SocketAddr {
                             seen.join(",")
                         };
                         let version = format!("{:?}", req.version());
+                        let seen_path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.as_str().to_string())
+                            .unwrap_or_default();
                         let host = req
                             .headers()
                             .get("host")
@@ -143,6 +148,8 @@ async fn app(hits: Arc<AtomicU64>) -> SocketAddr {
                         r.headers_mut()
                             .insert("x-seen-version", version.parse().unwrap());
                         r.headers_mut().insert("x-seen-host", host.parse().unwrap());
+                        r.headers_mut()
+                            .insert("x-seen-path", seen_path.parse().unwrap());
                         if grpc {
                             r.headers_mut()
                                 .insert("content-type", "application/grpc".parse().unwrap());
@@ -453,6 +460,63 @@ async fn allow_policy_admits_one_identity_and_denies_another() {
     assert_eq!(rec["subject"], BATCH);
     assert_eq!(rec["reason"], "no_allow_match");
     assert_eq!(rec["policy"], "prod/api-allow-web");
+}
+
+/// A DENY on `/admin` holds for every spelling of `/admin`, and the app
+/// receives the normal form the decision was made on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_is_normalised_before_the_decision_and_forwarded_as_decided() {
+    let ca = ca(TD);
+    let policies = compile_str(
+        "p.yaml",
+        &format!(
+            r#"
+apiVersion: keycard.dev/v1
+kind: AuthorizationPolicy
+metadata: {{name: admin-deny, namespace: prod}}
+spec:
+  selector: {{spiffeIds: ["{SERVER}"]}}
+  action: DENY
+  rules:
+  - to: [{{operation: {{paths: ["/admin", "/admin/*"]}}}}]
+"#
+        ),
+        Mode::Enforce,
+    )
+    .unwrap();
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policies),
+        None,
+    )
+    .await;
+    let (_a, web) = client(&ca, &[&ca], WEB, srv.inbound.addr, SERVER, Protocol::Http).await;
+    for c in [h1(), h2()] {
+        for p in [
+            "/admin",
+            "/./admin",
+            "//admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/admin/./users",
+            "/x/..//admin/users",
+        ] {
+            let g = send(&c, get(web.addr, p)).await;
+            assert_eq!(g.status, StatusCode::FORBIDDEN, "{p} was not denied");
+        }
+        // An encoded slash is refused outright (the default).
+        let g = send(&c, get(web.addr, "/x%2F..%2Fadmin")).await;
+        assert_eq!(g.status, StatusCode::BAD_REQUEST);
+        // Allowed paths reach the app in their normal form, query kept.
+        let g = send(&c, get(web.addr, "/a/./b//c/../d?q=%2F")).await;
+        assert_eq!(g.status, 200);
+        assert_eq!(hdr(&g, "x-seen-path"), "/a/b/d?q=%2F");
+    }
+    // Only the two allowed requests reached the app.
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

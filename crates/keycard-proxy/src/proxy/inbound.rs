@@ -628,11 +628,33 @@ impl Inbound {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let path = parts
+        let raw_target = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        // Decide on, and forward, the normal form of the path: what was
+        // authorised is what the app sees. CONNECT has no path.
+        let path = if connect {
+            raw_target.to_string()
+        } else {
+            match crate::normalize_target(raw_target, self.ctx.authorizer.paths()) {
+                Ok(t) if t.redirect => {
+                    self.ctx
+                        .metrics
+                        .request(DIRECTION, protocol, "redirect", None);
+                    return redirect(&t.path_and_query());
+                }
+                Ok(t) => t.path_and_query(),
+                Err(e) => {
+                    self.ctx
+                        .metrics
+                        .request(DIRECTION, protocol, "bad_request", None);
+                    tracing::debug!(error = %e, "request target refused");
+                    return simple(StatusCode::BAD_REQUEST, "bad request target");
+                }
+            }
+        };
         let areq = self.attrs(
             info,
             rid,
@@ -871,6 +893,19 @@ pub(crate) fn simple(status: StatusCode, text: &str) -> Response<Body> {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r
+}
+
+/// A redirect to the normal form of the request target (the
+/// `unescape-and-redirect` handling of encoded slashes).
+fn redirect(location: &str) -> Response<Body> {
+    let mut r = simple(
+        StatusCode::TEMPORARY_REDIRECT,
+        "redirect to the normalised path",
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
     r
 }
 
