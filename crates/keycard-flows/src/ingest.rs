@@ -1511,9 +1511,10 @@ impl<'i> Ingester<'i> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let queue = std::sync::Arc::clone(&queue);
-                scope.spawn(move || loop {
+                handles.push(scope.spawn(move || loop {
                     let job = match queue.lock() {
                         Ok(q) => q.recv(),
                         Err(_) => return,
@@ -1524,11 +1525,21 @@ impl<'i> Ingester<'i> {
                     let parsed = parse_block(&block);
                     // The ingester stopped early (an error): nobody waits.
                     let _ = reply.send((block, parsed));
-                });
+                }));
             }
             let result = self.merge(&mut sources, &jobs, depth);
-            // Closing the queue ends the parsing threads.
+            // Closing the queue ends the parsing threads. Joining them
+            // explicitly waits for the threads to exit, thread-locals
+            // included (the scope alone returns once the closures are
+            // done, before the channel's per-thread state is freed, which
+            // leak checkers report as a leak).
             drop(jobs);
+            for h in handles {
+                // As the scope would: a parser's panic is not swallowed.
+                if let Err(p) = h.join() {
+                    std::panic::resume_unwind(p);
+                }
+            }
             result
         })
     }
@@ -1829,6 +1840,21 @@ mod tests {
             "{:?}",
             rep.errors
         );
+    }
+
+    #[test]
+    fn fuzz_hubble_flow_leak_reproducer() {
+        // fuzz/hubble_flow found `}  ` as a flow body: a bad line whose
+        // parser threads outlived the scope (a reported leak). It must be
+        // one error per line, and the threads joined before returning.
+        let body = "}  ";
+        let text = format!("{{\"flow\":{body},\"node_name\":\"n1\"}}\n").repeat(2);
+        let mut ing = Ingester::new(None, IngestOptions::default());
+        ing.ingest_reader("fuzz.jsonl", text.as_bytes()).unwrap();
+        let (edges, rep) = ing.finish().unwrap();
+        assert!(edges.is_empty());
+        assert_eq!(rep.lines, 2);
+        assert_eq!(rep.errors.len(), 2, "{:?}", rep.errors);
     }
 
     #[test]
