@@ -19,6 +19,10 @@ fn doc(r: &postgres::Row) -> Result<StoredDocument, StoreError> {
     })
 }
 
+/// An owned statement parameter (operations run on the connection's
+/// thread, so they own their arguments).
+type Param = Box<dyn postgres::types::ToSql + Sync + Send>;
+
 impl PostgresStore {
     fn write_document(
         &mut self,
@@ -27,48 +31,59 @@ impl PostgresStore {
         body: Option<&[u8]>,
         mode: PutMode,
     ) -> Result<Option<u64>, StoreError> {
-        let mut g = self.lock()?;
-        let mut tx = g.client.transaction().map_err(classify)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_DOCUMENTS])
-            .map_err(classify)?;
-        let live = tx
-            .query_opt(
-                "SELECT body IS NOT NULL FROM documents WHERE collection = $1 AND name = $2",
-                &[&collection, &name],
+        let (collection, name, body) = (
+            collection.to_string(),
+            name.to_string(),
+            body.map(<[u8]>::to_vec),
+        );
+        self.run(move |c| {
+            let mut tx = c.client.transaction().map_err(classify)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_DOCUMENTS])
+                .map_err(classify)?;
+            let live = tx
+                .query_opt(
+                    "SELECT body IS NOT NULL FROM documents WHERE collection = $1 AND name = $2",
+                    &[&collection, &name],
+                )
+                .map_err(classify)?
+                .is_some_and(|r| r.get::<_, bool>(0));
+            if body.is_some() && mode == PutMode::Create && live {
+                return Err(StoreError::Duplicate(format!("{collection} {name}")));
+            }
+            if body.is_none() && !live {
+                return Ok(None);
+            }
+            let next: i64 = tx
+                .query_one("SELECT COALESCE(MAX(revision), 0) + 1 FROM documents", &[])
+                .map_err(classify)?
+                .get(0);
+            tx.execute(
+                "INSERT INTO documents (collection, name, revision, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (collection, name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
+                &[&collection, &name, &next, &body],
             )
-            .map_err(classify)?
-            .is_some_and(|r| r.get::<_, bool>(0));
-        if body.is_some() && mode == PutMode::Create && live {
-            return Err(StoreError::Duplicate(format!("{collection} {name}")));
-        }
-        if body.is_none() && !live {
-            return Ok(None);
-        }
-        let next: i64 = tx
-            .query_one("SELECT COALESCE(MAX(revision), 0) + 1 FROM documents", &[])
-            .map_err(classify)?
-            .get(0);
-        tx.execute(
-            "INSERT INTO documents (collection, name, revision, body) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (collection, name) DO UPDATE SET revision = excluded.revision, body = excluded.body",
-            &[&collection, &name, &next, &body],
-        )
-        .map_err(classify)?;
-        tx.commit().map_err(classify)?;
-        Ok(Some(to_u64(next, "document revision")?))
+            .map_err(classify)?;
+            tx.commit().map_err(classify)?;
+            Ok(Some(to_u64(next, "document revision")?))
+        })
     }
 
     fn document_rows(
         &self,
-        filter: &str,
-        args: &[&(dyn postgres::types::ToSql + Sync)],
+        filter: &'static str,
+        args: Vec<Param>,
     ) -> Result<Vec<StoredDocument>, StoreError> {
-        let rows = self
-            .lock()?
-            .client
-            .query(&format!("{COLUMNS} {filter}"), args)
-            .map_err(classify)?;
-        rows.iter().map(doc).collect()
+        self.run(move |c| {
+            let args: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+                .iter()
+                .map(|a| a.as_ref() as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            let rows = c
+                .client
+                .query(&format!("{COLUMNS} {filter}"), &args)
+                .map_err(classify)?;
+            rows.iter().map(doc).collect()
+        })
     }
 }
 
@@ -92,7 +107,7 @@ impl DocumentStore for PostgresStore {
         Ok(self
             .document_rows(
                 "WHERE collection = $1 AND name = $2 AND body IS NOT NULL",
-                &[&collection, &name],
+                vec![Box::new(collection.to_string()), Box::new(name.to_string())],
             )?
             .pop())
     }
@@ -100,24 +115,25 @@ impl DocumentStore for PostgresStore {
     fn documents(&self, collection: &str) -> Result<Vec<StoredDocument>, StoreError> {
         self.document_rows(
             "WHERE collection = $1 AND body IS NOT NULL ORDER BY name",
-            &[&collection],
+            vec![Box::new(collection.to_string())],
         )
     }
 
     fn documents_since(&self, revision: u64) -> Result<Vec<StoredDocument>, StoreError> {
         self.document_rows(
             "WHERE revision > $1 ORDER BY revision",
-            &[&to_i64(revision)],
+            vec![Box::new(to_i64(revision))],
         )
     }
 
     fn document_revision(&self) -> Result<u64, StoreError> {
-        let v: i64 = self
-            .lock()?
-            .client
-            .query_one("SELECT COALESCE(MAX(revision), 0) FROM documents", &[])
-            .map_err(classify)?
-            .get(0);
-        to_u64(v, "document revision")
+        self.run(|c| {
+            let v: i64 = c
+                .client
+                .query_one("SELECT COALESCE(MAX(revision), 0) FROM documents", &[])
+                .map_err(classify)?
+                .get(0);
+            to_u64(v, "document revision")
+        })
     }
 }
