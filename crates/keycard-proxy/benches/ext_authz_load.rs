@@ -90,6 +90,7 @@ fn main() {
         posture: None,
         decision_log: None,
         poll_interval: Duration::from_secs(60),
+        accept_unnormalised_paths: false,
     };
     let running = match server_rt.block_on(start(cfg)) {
         Ok(r) => r,

@@ -56,6 +56,12 @@ pub struct AuthzState {
     pub records: Option<RecordSink>,
     /// The tamper-evident decision log, when configured.
     pub audit: Option<Arc<AuditSink>>,
+    /// Deny a request whose path is not in normal form (default). Envoy
+    /// forwards the path it received, not the one keycard decided on, so
+    /// the two must be the same; configure Envoy's `normalize_path`,
+    /// `merge_slashes` and `path_with_escaped_slashes_action:
+    /// REJECT_REQUEST` and this never fires.
+    pub require_normal_paths: bool,
     ids: AtomicU64,
 }
 
@@ -80,6 +86,7 @@ impl AuthzState {
             metrics,
             records,
             audit: None,
+            require_normal_paths: true,
             ids: AtomicU64::new(1),
         }
     }
@@ -96,7 +103,14 @@ impl AuthzState {
         if req.id.is_empty() {
             req.id = format!("keycard-{}", self.ids.fetch_add(1, Ordering::Relaxed));
         }
-        let checked = self.authorizer.check_full(&req, unix_now());
+        let mut checked = self.authorizer.check_full(&req, unix_now());
+        if self.require_normal_paths && checked.decision.outcome != keycard_core::Outcome::Deny {
+            if let Some(detail) = unnormalised(&req.path, self.authorizer.paths()) {
+                let mut d = AuthzDecision::new(keycard_core::Outcome::Deny, Reason::BadRequest);
+                d.detail = Some(detail);
+                checked.decision = d;
+            }
+        }
         let elapsed = start.elapsed();
         let d = checked.decision;
         self.metrics.observe(transport, &d, elapsed.as_secs_f64());
@@ -133,6 +147,23 @@ impl AuthzState {
             claims: checked.claims,
             log_unavailable,
         }
+    }
+}
+
+/// Why `raw` (a request's path and query as Envoy will forward it) is not
+/// the normal form that was decided on; `None` when it is.
+fn unnormalised(raw: &str, opts: crate::PathOptions) -> Option<String> {
+    if raw.is_empty() {
+        return None;
+    }
+    let raw = raw.split('#').next().unwrap_or("");
+    match crate::normalize_target(raw, opts) {
+        Ok(t) if t.path_and_query() == raw => None,
+        Ok(t) => Some(format!(
+            "path {raw:?} is not in normal form ({:?}); normalise paths in Envoy",
+            t.path_and_query()
+        )),
+        Err(e) => Some(format!("path: {e}")),
     }
 }
 

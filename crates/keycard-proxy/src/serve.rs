@@ -67,6 +67,11 @@ pub struct ServeConfig {
     pub decision_log: Option<DecisionLog>,
     /// How often watched files are checked for changes.
     pub poll_interval: Duration,
+    /// Decide requests whose path is not in normal form (on the normal
+    /// form) instead of denying them. Off by default: Envoy forwards its
+    /// own path, so a request it did not normalise could reach the app
+    /// spelled differently from what was authorised.
+    pub accept_unnormalised_paths: bool,
 }
 
 /// A running server: its bound addresses, and a handle to stop it.
@@ -186,6 +191,7 @@ pub async fn start_writer(
         }
     };
     let mut state = AuthzState::new(Arc::new(authorizer), metrics.clone(), records);
+    state.require_normal_paths = !cfg.accept_unnormalised_paths;
     if let Some(w) = writer {
         state = state.with_audit(Arc::new(AuditSink::new(
             w,

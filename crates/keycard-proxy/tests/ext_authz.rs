@@ -111,6 +111,7 @@ async fn grpc_http_metrics_and_reload() {
         posture: None,
         decision_log: Some(DecisionLog::File(log.clone())),
         poll_interval: Duration::from_millis(50),
+        accept_unnormalised_paths: false,
     })
     .await
     .unwrap();
@@ -180,6 +181,39 @@ async fn grpc_http_metrics_and_reload() {
         "prod/api/-: no_allow_match"
     );
 
+    // A path Envoy did not normalise is denied even for an allowed caller:
+    // Envoy would forward it as spelled, not as decided.
+    for p in ["/v1/./x", "/v1//x", "/%761/x", "/v1/x%2F.."] {
+        let resp = client
+            .check(check("spiffe://example.org/ns/prod/sa/web", "GET", p))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(HttpResponse::DeniedResponse(denied)) = resp.http_response else {
+            panic!("{p} was allowed: {resp:?}")
+        };
+        assert!(
+            denied.headers[0]
+                .header
+                .as_ref()
+                .unwrap()
+                .value
+                .ends_with("bad_request"),
+            "{p}: {denied:?}"
+        );
+    }
+    // The normal form with a query is fine.
+    let resp = client
+        .check(check(
+            "spiffe://example.org/ns/prod/sa/web",
+            "GET",
+            "/v1/x?a=%2F",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.status.as_ref().unwrap().code, 0, "{resp:?}");
+
     // A CheckRequest without attributes is decided, not a crash.
     let resp = client
         .check(CheckRequest::default())
@@ -223,7 +257,7 @@ async fn grpc_http_metrics_and_reload() {
     let (status, _, body) = http_get(m, "/metrics", "").await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("keycard_authz_requests_total{transport=\"grpc\"} 4"),
+        body.contains("keycard_authz_requests_total{transport=\"grpc\"} 9"),
         "{body}"
     );
     assert!(
@@ -231,6 +265,12 @@ async fn grpc_http_metrics_and_reload() {
         "{body}"
     );
     assert!(body.contains("keycard_authz_decisions_total{outcome=\"deny\",reason=\"denied_by_policy\",policy=\"prod/no-admin\"} 2"), "{body}");
+    assert!(
+        body.contains(
+            "keycard_authz_decisions_total{outcome=\"deny\",reason=\"bad_request\",policy=\"\"} 4"
+        ),
+        "{body}"
+    );
     assert!(
         body.contains("keycard_authz_check_duration_seconds_bucket"),
         "{body}"
@@ -344,6 +384,7 @@ async fn with_failing_log(
             posture: None,
             decision_log: None,
             poll_interval: Duration::from_secs(60),
+            accept_unnormalised_paths: false,
         },
         Some(writer.clone()),
     )
@@ -519,6 +560,7 @@ async fn audit_log_cost_ratio() {
                 posture: None,
                 decision_log: None,
                 poll_interval: Duration::from_secs(60),
+                accept_unnormalised_paths: false,
             },
             audit,
         )

@@ -173,6 +173,7 @@ async fn api_changes_reach_an_ext_authz_server_through_the_agent_files() {
         posture: Some(files.join(POSTURE_FILE)),
         decision_log: None,
         poll_interval: Duration::from_millis(100),
+        accept_unnormalised_paths: false,
     })
     .await
     .unwrap();

@@ -194,9 +194,18 @@ pub struct ServeArgs {
     /// Mode of policies that do not set spec.mode.
     #[arg(long, value_enum, default_value = "enforce")]
     pub default_mode: DefaultMode,
-    /// How often watched files are checked for changes, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    /// How often watched files are checked for changes, in milliseconds
+    /// (an unchanged file costs one stat). Keep it well under a second so
+    /// revocations and policy changes from the agent apply within one.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
     pub poll_ms: u64,
+    /// Decide a request whose path is not in normal form (dot segments,
+    /// repeated slashes, escaped unreserved characters) on its normal form.
+    /// By default it is denied (bad_request), because Envoy forwards the
+    /// path as received: configure Envoy's normalize_path, merge_slashes and
+    /// path_with_escaped_slashes_action REJECT_REQUEST instead.
+    #[arg(long)]
+    pub accept_unnormalised_paths: bool,
     /// Worker threads.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub workers: usize,
@@ -294,6 +303,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             }
         }),
         poll_interval: Duration::from_millis(args.poll_ms),
+        accept_unnormalised_paths: args.accept_unnormalised_paths,
     };
     run_blocking_with(cfg, args.audit.config(), args.workers, |r| {
         let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());

@@ -138,8 +138,10 @@ pub struct ProxyArgs {
     /// Concurrent connections per listener.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// How often watched files are checked, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    /// How often watched files (SVID files, policies, revocations, posture)
+    /// are checked, in milliseconds; an unchanged file costs one stat. Keep
+    /// it well under a second so the agent's revocations apply within one.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
     pub poll_ms: u64,
     /// Worker threads.
     #[arg(long, value_name = "N", default_value_t = 2)]
