@@ -61,6 +61,15 @@ pub struct TrustBundle {
     pub refresh_hint: Option<u64>,
 }
 
+/// One JWT authority as a JWK of the SPIFFE bundle format.
+fn jwt_jwk(a: &JwtAuthority) -> Value {
+    let mut obj = Map::new();
+    obj.insert("use".into(), "jwt-svid".into());
+    obj.insert("kid".into(), a.kid.clone().into());
+    a.key.write_jwk(&mut obj);
+    Value::Object(obj)
+}
+
 impl TrustBundle {
     /// An empty bundle.
     pub fn new(trust_domain: TrustDomain) -> Self {
@@ -95,13 +104,7 @@ impl TrustBundle {
             obj.insert("x5c".into(), Value::Array(vec![b64_std(cert).into()]));
             keys.push(Value::Object(obj));
         }
-        for a in &self.jwt_authorities {
-            let mut obj = Map::new();
-            obj.insert("use".into(), "jwt-svid".into());
-            obj.insert("kid".into(), a.kid.clone().into());
-            a.key.write_jwk(&mut obj);
-            keys.push(Value::Object(obj));
-        }
+        keys.extend(self.jwt_authorities.iter().map(jwt_jwk));
         let mut doc = Map::new();
         doc.insert("keys".into(), Value::Array(keys));
         if let Some(s) = self.sequence {
@@ -111,6 +114,17 @@ impl TrustBundle {
             doc.insert("spiffe_refresh_hint".into(), h.into());
         }
         Value::Object(doc)
+    }
+
+    /// The JWT authorities alone as a JWKS (`{"keys":[...]}`, each with its
+    /// `kid`): what the Workload API's `FetchJWTBundles` carries per trust
+    /// domain. Clients parse every key there as a JWT authority, so the
+    /// X.509 roots (which have no `kid`) must not be in it.
+    pub fn jwt_jwks_json(&self) -> String {
+        let keys: Vec<Value> = self.jwt_authorities.iter().map(jwt_jwk).collect();
+        let mut doc = Map::new();
+        doc.insert("keys".into(), Value::Array(keys));
+        Value::Object(doc).to_string()
     }
 
     /// The document as JSON text (what the bundle endpoint serves).

@@ -93,10 +93,7 @@ impl LocalAgent {
 
     /// Where the enforcer files are (`<data_dir>/enforce`).
     pub fn enforce_dir(&self) -> std::path::PathBuf {
-        self.state
-            .config
-            .data_dir
-            .join(crate::enforce::ENFORCE_DIR)
+        self.state.config.data_dir.join(crate::enforce::ENFORCE_DIR)
     }
 
     /// Brings the enforcer files up to date with the store; returns whether
@@ -121,9 +118,7 @@ impl LocalAgent {
                 .map_err(|e| format!("reading policies and posture: {e}"))?;
             (revs, sync)
         };
-        files
-            .apply(&revs, Some(sync), t)
-            .map_err(|e| e.to_string())
+        files.apply(&revs, Some(sync), t).map_err(|e| e.to_string())
     }
 
     fn serves(&self, e: &RegistrationEntry) -> bool {
@@ -290,7 +285,7 @@ pub(crate) fn bundle_materials(set: &BundleSet) -> BTreeMap<TrustDomain, BundleM
                 b.trust_domain.clone(),
                 BundleMaterial {
                     x509_authorities: b.x509_authorities.iter().map(|c| c.to_vec()).collect(),
-                    jwks: b.to_json().into_bytes(),
+                    jwks: b.jwt_jwks_json().into_bytes(),
                 },
             )
         })

@@ -238,9 +238,21 @@ max_refresh = "2s"
     })
     .await;
     assert_eq!(x509_roots(&socket, "a.test").await, Some(1));
-    // (FetchJWTBundles is not asserted here: the spiffe crate refuses the
-    // JWKS the Workload API sends, MissingKeyId, for the local bundle too;
-    // see the report.)
+    // JWT bundles of both trust domains, as the spiffe crate parses them
+    // (every key a JWT authority with its kid).
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap();
+    let jwt = tokio::time::timeout(T, client.fetch_jwt_bundles())
+        .await
+        .unwrap()
+        .unwrap();
+    for td in ["a.test", "b.test"] {
+        let b = jwt
+            .get(&spiffe::TrustDomain::new(td).unwrap())
+            .unwrap_or_else(|| panic!("no JWT bundle for {td}"));
+        assert!(b.jwt_authorities().count() > 0, "{td}: no JWT authority");
+    }
     // b.test publishes its next root (past half the root's life): the
     // next refresh brings it to a.test, its agent and the workload.
     let seq_before = b.state.ca().bundle().sequence;
