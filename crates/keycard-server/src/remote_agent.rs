@@ -554,7 +554,8 @@ impl NodeClient {
         &self,
         token: &str,
     ) -> Result<(NodeIdentity, serde_json::Value), AgentError> {
-        self.attest(Some(token.trim().to_string()), None, None).await
+        self.attest(Some(token.trim().to_string()), None, None)
+            .await
     }
 
     /// Attests with a Kubernetes projected service-account token for
@@ -938,9 +939,9 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
                 }
                 (None, None) => {
                     return Err(AgentError::Config(format!(
-                        "no valid node SVID in {}: give --join-token or --psat-token-file to attest",
-                        config.data_dir.display()
-                    )))
+                    "no valid node SVID in {}: give --join-token or --psat-token-file to attest",
+                    config.data_dir.display()
+                )))
                 }
             };
             save_node(&config.data_dir, &id)?;
@@ -976,9 +977,12 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
         enforce,
     });
     // A first sync, if the server answers; the loop retries otherwise.
-    let first = agent
-        .client
-        .sync_enforcers(0, "", agent.enforce.as_ref().map(|_| (0, "")), Duration::ZERO);
+    let first = agent.client.sync_enforcers(
+        0,
+        "",
+        agent.enforce.as_ref().map(|_| (0, "")),
+        Duration::ZERO,
+    );
     match first.await {
         Ok(resp) => agent.apply(resp),
         Err(e) => tracing::warn!(error = %e, "first sync failed; will retry"),
@@ -1075,7 +1079,9 @@ impl RemoteAgent {
             match files.apply(&resp.revocations, resp.enforcer.take(), now) {
                 Ok(true) => tracing::debug!(dir = %files.dir().display(), "enforcer files updated"),
                 Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "could not update the enforcer files; enforcers keep the last ones"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not update the enforcer files; enforcers keep the last ones")
+                }
             }
         }
         let bundle = serde_json::to_vec(&resp.bundle)
@@ -1280,18 +1286,23 @@ impl RemoteAgent {
                 Err(e) => {
                     let refused = matches!(
                         &e,
-                        AgentError::Call(CallError::Status { status: 401 | 403, .. })
+                        AgentError::Call(CallError::Status {
+                            status: 401 | 403,
+                            ..
+                        })
                     );
                     let expired = {
                         let n = self.node.lock().unwrap_or_else(|p| p.into_inner());
-                        n.chain.first().and_then(not_after).is_none_or(|na| na <= now)
+                        n.chain
+                            .first()
+                            .and_then(not_after)
+                            .is_none_or(|na| na <= now)
                     };
                     match &self.psat {
                         Some(_) if refused || expired => match self.reattest().await {
                             Ok(na) => next_node = na,
-                            Err(e2) => errors.push(format!(
-                                "node SVID renewal: {e}; attesting again: {e2}"
-                            )),
+                            Err(e2) => errors
+                                .push(format!("node SVID renewal: {e}; attesting again: {e2}")),
                         },
                         _ => errors.push(format!("node SVID renewal: {e}")),
                     }
@@ -1354,7 +1365,12 @@ impl RemoteAgent {
         };
         let token = read_psat(path)?;
         // Attest without the refused or expired node SVID.
-        *self.client.node.0.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .client
+            .node
+            .0
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.client.reset().await;
         let (id, _bundle) = self.client.attest_psat(&token, cluster.as_deref()).await?;
         if id.agent_id != self.agent_id {
