@@ -456,10 +456,8 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
             &config.bundle_endpoint.cert_file,
             &config.bundle_endpoint.key_file,
         ) {
-            (Some(c), Some(k)) => {
-                crate::federation::WebCert::open(c, k).map_err(UpError::Other)?
-                    as Arc<dyn ResolvesServerCert>
-            }
+            (Some(c), Some(k)) => crate::federation::WebCert::open(c, k).map_err(UpError::Other)?
+                as Arc<dyn ResolvesServerCert>,
             _ => Arc::clone(&slot) as Arc<dyn ResolvesServerCert>,
         };
         let tls = crate::federation::endpoint_tls(certs).map_err(UpError::Other)?;
