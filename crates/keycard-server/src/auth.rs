@@ -12,7 +12,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use keycard_store::{IdentityStore, StoreError};
+use keycard_store::{CasOutcome, IdentityStore, StoreError};
 
 /// What a caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,20 +77,65 @@ fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// How many times a token change is re-read and retried when another
+/// server changed the tokens in between (each retry means someone else's
+/// write succeeded, so this is only reached under a storm of writes).
+const MAX_ATTEMPTS: usize = 64;
+
+fn parse(b: &[u8]) -> Result<BTreeMap<String, ApiToken>, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Malformed(format!("stored API tokens: {e}")))
+}
+
 fn load(store: &dyn IdentityStore) -> Result<BTreeMap<String, ApiToken>, StoreError> {
     match store.value(TOKENS_KEY)? {
         None => Ok(BTreeMap::new()),
-        Some(b) => serde_json::from_slice(&b)
-            .map_err(|e| StoreError::Malformed(format!("stored API tokens: {e}"))),
+        Some(b) => parse(&b),
     }
 }
 
-fn save(
+/// Read-modify-write of the token table that loses no other server's
+/// change: read it with its version, let `change` edit it (it returns
+/// `None` to leave the table as it is), write it only if nobody wrote in
+/// between, else start again from a fresh read. Servers sharing one
+/// database may issue and revoke tokens at the same instant.
+fn update<R>(
     store: &mut dyn IdentityStore,
-    tokens: &BTreeMap<String, ApiToken>,
-) -> Result<(), StoreError> {
-    let b = serde_json::to_vec(tokens).map_err(|e| StoreError::Malformed(e.to_string()))?;
-    store.put_value(TOKENS_KEY, &b)
+    mut change: impl FnMut(&mut BTreeMap<String, ApiToken>) -> Option<R>,
+) -> Result<Option<R>, StoreError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (version, mut tokens) = match store.versioned_value(TOKENS_KEY)? {
+            None => (0, BTreeMap::new()),
+            Some(v) => (v.version, parse(&v.value)?),
+        };
+        let Some(r) = change(&mut tokens) else {
+            return Ok(None);
+        };
+        let b = serde_json::to_vec(&tokens).map_err(|e| StoreError::Malformed(e.to_string()))?;
+        match store.compare_and_put_value(TOKENS_KEY, version, &b)? {
+            CasOutcome::Written { .. } => return Ok(Some(r)),
+            CasOutcome::Conflict { actual } => {
+                tracing::debug!(
+                    read = version,
+                    actual,
+                    "API tokens changed meanwhile; retrying"
+                );
+            }
+        }
+    }
+    Err(StoreError::Backend(
+        format!("API tokens: {MAX_ATTEMPTS} conflicting writes in a row; nothing was written")
+            .into(),
+    ))
+}
+
+/// A new random token value (`kc_` and 43 base64url characters).
+fn new_value() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    format!(
+        "{TOKEN_PREFIX}{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
+    )
 }
 
 /// Issues a new token with `role`; returns its value (shown once).
@@ -100,23 +145,44 @@ pub fn issue_token(
     role: Role,
     now: u64,
 ) -> Result<String, StoreError> {
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let value = format!(
-        "{TOKEN_PREFIX}{}",
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw)
-    );
-    let mut tokens = load(store)?;
-    tokens.insert(
-        hash(&value),
-        ApiToken {
-            name: name.to_string(),
-            role,
-            created_at: now,
-        },
-    );
-    save(store, &tokens)?;
+    let value = new_value();
+    let token = ApiToken {
+        name: name.to_string(),
+        role,
+        created_at: now,
+    };
+    let h = hash(&value);
+    update(store, |tokens| {
+        tokens.insert(h.clone(), token.clone());
+        Some(())
+    })?
+    .ok_or_else(|| StoreError::Malformed("an API token write that wrote nothing".into()))?;
     Ok(value)
+}
+
+/// Issues the bootstrap admin token `name` if no admin token exists yet,
+/// in the same atomic step as the check: of several servers starting at
+/// once on one empty database, exactly one gets `Some(value)`.
+pub fn issue_bootstrap_token(
+    store: &mut dyn IdentityStore,
+    name: &str,
+    now: u64,
+) -> Result<Option<String>, StoreError> {
+    let value = new_value();
+    let token = ApiToken {
+        name: name.to_string(),
+        role: Role::Admin,
+        created_at: now,
+    };
+    let h = hash(&value);
+    let issued = update(store, |tokens| {
+        if tokens.values().any(|t| t.role == Role::Admin) {
+            return None;
+        }
+        tokens.insert(h.clone(), token.clone());
+        Some(())
+    })?;
+    Ok(issued.map(|()| value))
 }
 
 /// Whether any admin token exists (the bootstrap ran).
@@ -137,14 +203,13 @@ pub fn lookup_token(
 
 /// Revokes every token named `name`; returns how many.
 pub fn revoke_tokens(store: &mut dyn IdentityStore, name: &str) -> Result<usize, StoreError> {
-    let mut tokens = load(store)?;
-    let before = tokens.len();
-    tokens.retain(|_, t| t.name != name);
-    let n = before - tokens.len();
-    if n > 0 {
-        save(store, &tokens)?;
-    }
-    Ok(n)
+    let removed = update(store, |tokens| {
+        let before = tokens.len();
+        tokens.retain(|_, t| t.name != name);
+        let n = before - tokens.len();
+        (n > 0).then_some(n)
+    })?;
+    Ok(removed.unwrap_or(0))
 }
 
 /// The authenticated caller of an API request.
@@ -180,6 +245,91 @@ mod tests {
         assert_eq!(revoke_tokens(&mut s, "ci").unwrap(), 1);
         assert!(lookup_token(&s, &ro).unwrap().is_none());
         assert!(lookup_token(&s, &v).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_bootstrap_token_is_issued_once_and_revoking_nothing_writes_nothing() {
+        let mut s = MemoryStore::new();
+        let first = issue_bootstrap_token(&mut s, "bootstrap-admin", 1).unwrap();
+        let first = first.expect("the first start issues the bootstrap token");
+        assert_eq!(lookup_token(&s, &first).unwrap().unwrap().role, Role::Admin);
+        assert!(issue_bootstrap_token(&mut s, "bootstrap-admin", 2)
+            .unwrap()
+            .is_none());
+        let version = s.versioned_value(TOKENS_KEY).unwrap().unwrap().version;
+        assert_eq!(revoke_tokens(&mut s, "nobody").unwrap(), 0);
+        assert_eq!(
+            s.versioned_value(TOKENS_KEY).unwrap().unwrap().version,
+            version,
+            "nothing to revoke, nothing written"
+        );
+    }
+
+    /// Two servers on one PostgreSQL database: both try the bootstrap on a
+    /// simultaneous first start, then issue and revoke tokens at the same
+    /// time. Exactly one bootstrap token exists, every issued token that
+    /// was not revoked works at both, every revoked one at neither.
+    #[test]
+    fn two_servers_issuing_tokens_at_once_lose_none() {
+        use keycard_store::testing::TestDatabase;
+        use keycard_store::PostgresStore;
+        use std::sync::{Arc, Barrier};
+
+        let Some(db) = TestDatabase::create("auth_tokens").unwrap() else {
+            eprintln!("skipped: KEYCARD_TEST_POSTGRES is not set");
+            return;
+        };
+        drop(PostgresStore::connect(db.conninfo(), None).unwrap());
+        let gate = Arc::new(Barrier::new(2));
+        let servers: Vec<_> = (0..2)
+            .map(|n| {
+                let (url, gate) = (db.conninfo().to_string(), Arc::clone(&gate));
+                std::thread::spawn(move || {
+                    let mut s = PostgresStore::connect(&url, None).unwrap();
+                    gate.wait();
+                    let bootstrap = issue_bootstrap_token(&mut s, "bootstrap-admin", 1).unwrap();
+                    let (mut kept, mut revoked) = (Vec::new(), Vec::new());
+                    for i in 0..40 {
+                        let name = format!("s{n}-{i}");
+                        let v = issue_token(&mut s, &name, Role::Operator, 1).unwrap();
+                        // Every fourth is revoked again while the other
+                        // server keeps issuing.
+                        if i % 4 == 3 {
+                            assert_eq!(revoke_tokens(&mut s, &name).unwrap(), 1, "{name}");
+                            revoked.push(v);
+                        } else {
+                            kept.push(v);
+                        }
+                    }
+                    (bootstrap, kept, revoked, s)
+                })
+            })
+            .collect();
+        let results: Vec<_> = servers.into_iter().map(|h| h.join().unwrap()).collect();
+        let bootstraps: Vec<&String> = results.iter().filter_map(|r| r.0.as_ref()).collect();
+        assert_eq!(
+            bootstraps.len(),
+            1,
+            "exactly one server made the bootstrap token"
+        );
+        for (_, _, _, s) in &results {
+            assert!(lookup_token(s, bootstraps[0]).unwrap().is_some());
+            for (_, kept, revoked, _) in &results {
+                for v in kept {
+                    assert!(
+                        lookup_token(s, v).unwrap().is_some(),
+                        "an issued token was lost"
+                    );
+                }
+                for v in revoked {
+                    assert!(
+                        lookup_token(s, v).unwrap().is_none(),
+                        "a revoked token came back"
+                    );
+                }
+            }
+        }
+        assert_eq!(load(&results[0].3).unwrap().len(), 1 + 2 * 30);
     }
 
     #[test]

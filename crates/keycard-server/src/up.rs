@@ -26,7 +26,7 @@ use keycard_store::{SqliteStore, Store};
 use keycard_workload_api::{CompositeAttestor, UnixAttestor};
 
 use crate::agent::LocalAgent;
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::config::UpConfig;
 use crate::state::{unix, ServerState};
 
@@ -269,19 +269,22 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
                 serde_json::json!({ "name": "bootstrap-admin", "role": "admin" }),
             )
             .map_err(|e| UpError::Other(e.to_string()))?;
-        let t = auth::issue_token(
+        // Issued only if still no admin token: of servers starting at once
+        // on one empty database, one makes it (the others serve without).
+        let t = auth::issue_bootstrap_token(
             store.as_mut(),
             "bootstrap-admin",
-            Role::Admin,
             unix(SystemTime::now()),
         )?;
-        write_file(
-            &dir.join(ADMIN_TOKEN_FILE),
-            t.as_bytes(),
-            0o600,
-            "admin token",
-        )?;
-        Some(t)
+        if let Some(t) = &t {
+            write_file(
+                &dir.join(ADMIN_TOKEN_FILE),
+                t.as_bytes(),
+                0o600,
+                "admin token",
+            )?;
+        }
+        t
     };
     let state = ServerState::new(
         Arc::clone(&config),
