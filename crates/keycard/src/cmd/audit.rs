@@ -51,9 +51,11 @@ pub enum AuditCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct DirArgs {
-    /// Data directory: audit.db, audit.key (0600), audit.pub.
+    /// Data directory: audit.db, audit.key (0600), audit.pub. `--dir` is
+    /// the same option, for the DIR given to `--audit-log DIR` elsewhere.
     #[arg(
         long,
+        alias = "dir",
         value_name = "DIR",
         default_value = ".keycard",
         env = "KEYCARD_DATA_DIR"
