@@ -108,6 +108,9 @@ pub enum CallError {
     Decode(String),
 }
 
+/// How the agent reaches its node's kubelet (re-exported for the CLI).
+pub use keycard_workload_api::KubeletConfig;
+
 /// How to run an agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -134,6 +137,10 @@ pub struct AgentConfig {
     /// Where the files for the node's enforcers go (revocations, posture,
     /// policies; see [`crate::enforce`]); `None` keeps none.
     pub enforce_dir: Option<PathBuf>,
+    /// Attest Kubernetes workloads through this node's kubelet (pod and
+    /// container from the caller's cgroup, then the kubelet's pod list);
+    /// `None` attests by Unix credentials only.
+    pub kubelet: Option<KubeletConfig>,
 }
 
 impl AgentConfig {
@@ -151,6 +158,7 @@ impl AgentConfig {
             socket_mode: 0o666,
             sync_wait: crate::node_api::MAX_SYNC_WAIT,
             enforce_dir: Some(data_dir.join(crate::enforce::ENFORCE_DIR)),
+            kubelet: None,
         }
     }
 }
@@ -994,7 +1002,15 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
     ];
     if let Some(path) = &config.socket {
         let listener = keycard_workload_api::bind_socket(path, config.socket_mode)?;
-        let attestor = Arc::new(CompositeAttestor::new().with(Arc::new(UnixAttestor::new())));
+        let mut attestor = CompositeAttestor::new().with(Arc::new(UnixAttestor::new()));
+        if let Some(k) = &config.kubelet {
+            let lookup = keycard_workload_api::kubelet_pod_lookup(k)
+                .map_err(|e| AgentError::Config(format!("kubelet: {e}")))?;
+            attestor = attestor.with(Arc::new(keycard_workload_api::K8sAttestor::new(Arc::new(
+                lookup,
+            ))));
+        }
+        let attestor = Arc::new(attestor);
         let (source, mut rx) = (Arc::clone(&agent), stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {

@@ -73,6 +73,32 @@ pub struct AgentArgs {
     /// Permission bits of the socket, octal.
     #[arg(long, value_name = "MODE", default_value = "666")]
     pub socket_mode: String,
+    /// Attest Kubernetes workloads: find the caller's pod and container
+    /// from its cgroup, then ask this node's kubelet (GET /pods) for the
+    /// pod's namespace, service account, labels and containers (k8s:*
+    /// selectors). Unix selectors keep working.
+    #[arg(long)]
+    pub k8s: bool,
+    /// The kubelet [default: https://<node-name>:10250].
+    #[arg(long, value_name = "URL", requires = "k8s")]
+    pub kubelet_url: Option<String>,
+    /// CA of the kubelet's serving certificate [default: the service
+    /// account's ca.crt].
+    #[arg(long, value_name = "FILE", requires = "k8s")]
+    pub kubelet_ca_file: Option<PathBuf>,
+    /// Do not verify the kubelet's certificate (self-signed kubelet
+    /// certificates); logged as a warning, since whoever can intercept the
+    /// connection could then name the pods.
+    #[arg(long, requires = "k8s")]
+    pub kubelet_skip_verify: bool,
+    /// Bearer token for the kubelet, re-read when it changes [default: the
+    /// service account's token].
+    #[arg(long, value_name = "FILE", requires = "k8s")]
+    pub kubelet_token_file: Option<PathBuf>,
+    /// This node's name (the downward API's spec.nodeName); pods the
+    /// kubelet lists on another node are ignored.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME", requires = "k8s")]
+    pub node_name: Option<String>,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
@@ -96,6 +122,20 @@ pub fn run(args: AgentArgs) -> anyhow::Result<u8> {
     config.socket_mode = mode;
     if let Some(s) = args.socket {
         config.socket = Some(s);
+    }
+    if args.k8s {
+        let mut k = keycard_server::remote_agent::KubeletConfig {
+            url: args.kubelet_url,
+            ca_file: args.kubelet_ca_file,
+            skip_verify: args.kubelet_skip_verify,
+            node_name: args.node_name.filter(|n| !n.is_empty()),
+            ..Default::default()
+        };
+        if let Some(t) = args.kubelet_token_file {
+            k.token_file = t;
+        }
+        k.resolved_url().context("--kubelet-url")?;
+        config.kubelet = Some(k);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
