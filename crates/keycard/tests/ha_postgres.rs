@@ -36,7 +36,6 @@ const WRITES_PER_SERVER: usize = 200;
 const CLIENTS: usize = 8;
 
 struct Server {
-    name: &'static str,
     dir: PathBuf,
     child: Option<Child>,
     api: std::net::SocketAddr,
@@ -52,8 +51,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `keycard server` as instance `name` in `dir` (with `extra`
-    /// configuration) and waits until it listens.
+    /// Starts `keycard server` as instance `name` in `dir` (with `config` as
+    /// its configuration file) and waits until it listens.
     fn start(name: &'static str, dir: &Path, postgres: &str, config: &str) -> Server {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.with_extension("toml");
@@ -80,7 +79,6 @@ impl Server {
             .spawn()
             .unwrap();
         let mut s = Server {
-            name,
             dir: dir.to_path_buf(),
             child: Some(child),
             api: "127.0.0.1:1".parse().unwrap(),
@@ -215,6 +213,13 @@ fn export_root(from: &Path, to: &Path) -> String {
         to.join("root.pem").display(),
         to.join("root.key").display()
     )
+}
+
+/// Runs `f` (a step on the test database through its blocking
+/// administrative client, which must not run on a runtime's thread) on a
+/// thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
 }
 
 async fn call(c: &ApiClient, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -589,8 +594,8 @@ fn two_servers_on_one_postgres_serve_together_and_survive_kills_and_outages() {
         assert_eq!(status, 201, "A keeps serving: {body}");
 
         // 5. The database goes away: calls fail with 503 and say why.
-        db.refuse_connections(true).unwrap();
-        db.terminate_connections().unwrap();
+        off_runtime(|| db.refuse_connections(true)).unwrap();
+        off_runtime(|| db.terminate_connections()).unwrap();
         for i in 0..3 {
             let (status, body) = call(&ca, Method::GET, "/v1/entries", None).await;
             assert_eq!(status, 503, "read {i} while the database is down: {body}");
@@ -610,7 +615,7 @@ fn two_servers_on_one_postgres_serve_together_and_survive_kills_and_outages() {
         assert_eq!(status, 200);
 
         // It comes back: the same process serves again.
-        db.refuse_connections(false).unwrap();
+        off_runtime(|| db.refuse_connections(false)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let (status, body) = call(&ca, Method::GET, "/v1/entries", None).await;
