@@ -590,16 +590,7 @@ impl Inbound {
     async fn request_inner(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Response<Body> {
         let t0 = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let grpc = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        let protocol = match (parts.version, grpc) {
-            (_, true) => "grpc",
-            (Version::HTTP_2, _) => "http2",
-            _ => "http1",
-        };
+        let protocol = protocol_of(&parts);
         let connect = parts.method == Method::CONNECT;
         let upgrade = match parts.version {
             Version::HTTP_11 if !connect => tunnel::upgrade_of(&parts.headers),
@@ -880,6 +871,20 @@ pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
 pub(crate) fn strip_headers(h: &mut HeaderMap) {
     strip_hop_by_hop(h);
     h.remove(PEER_ID_HEADER);
+}
+
+/// The protocol label of a request: grpc (by content type), http2 or http1.
+pub(crate) fn protocol_of(parts: &http::request::Parts) -> &'static str {
+    let grpc = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    match (parts.version, grpc) {
+        (_, true) => "grpc",
+        (Version::HTTP_2, _) => "http2",
+        _ => "http1",
+    }
 }
 
 pub(crate) fn simple(status: StatusCode, text: &str) -> Response<Body> {

@@ -38,7 +38,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::inbound::{http_builder, http_error_reason, simple, strip_hop_by_hop, Body};
+use super::inbound::{
+    http_builder, http_error_reason, protocol_of, simple, strip_hop_by_hop, Body,
+};
 use super::io::{Counted, Counters, SkipEmpty};
 use super::svid::{client_config, Expected, IdentityState};
 use super::tunnel;
@@ -462,16 +464,7 @@ impl Outbound {
     ) -> Response<Body> {
         let t0 = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let grpc = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/grpc"));
-        let protocol = match (parts.version, grpc) {
-            (_, true) => "grpc",
-            (Version::HTTP_2, _) => "http2",
-            _ => "http1",
-        };
+        let protocol = protocol_of(&parts);
         let connect = parts.method == Method::CONNECT;
         let upgrade = match parts.version {
             Version::HTTP_11 if !connect => tunnel::upgrade_of(&parts.headers),
