@@ -17,12 +17,14 @@
 //! bytes and a GitOps diff shows only real changes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
 
 use serde_json::{json, Map, Value};
 
 use crate::conn::Protocol;
 use crate::ingest::{Edge, Peer, Verdict};
 use crate::inventory::{is_churning_label, InvWorkload, Inventory};
+use crate::ip::{format_ip, parse_cidr, IpRange};
 use crate::model::NAMESPACE_NAME_LABEL;
 use crate::selector::Labels;
 
@@ -218,12 +220,15 @@ fn port_key(dst: Option<&InvWorkload>, proto: Protocol, port: u16) -> PortKey {
     }
 }
 
-fn cidr_of(address: &str) -> String {
-    if address.contains(':') {
-        format!("{address}/128")
-    } else {
-        format!("{address}/32")
-    }
+/// The ipBlock CIDR of an external peer, in canonical form: an address is
+/// its /32 or /128 (an IPv4-mapped IPv6 address its IPv4 /32), a block its
+/// network and prefix, as the evaluator reads them. `None` when `address`
+/// is neither.
+fn cidr_of(address: &str) -> Option<String> {
+    Some(match parse_cidr(address).ok()? {
+        IpRange::V4(lo, hi) => format!("{}/{}", format_ip(lo), 32 - (hi - lo).count_ones()),
+        IpRange::V6(lo, hi) => format!("{}/{}", Ipv6Addr::from(lo), 128 - (hi - lo).count_ones()),
+    })
 }
 
 fn workload_index(inv: &Inventory, p: &Peer) -> Option<usize> {
@@ -300,6 +305,7 @@ pub fn generate(edges: &[Edge], inv: &Inventory, opts: &GenerateOptions) -> Gene
     let mut ingress: BTreeMap<usize, Side> = BTreeMap::new();
     let mut egress: BTreeMap<usize, Side> = BTreeMap::new();
     let mut unknown: BTreeSet<String> = BTreeSet::new();
+    let mut bad_addresses: BTreeSet<String> = BTreeSet::new();
     for e in edges.iter().filter(|e| e.verdict == Verdict::Allowed) {
         let s = workload_index(inv, &e.src);
         let d = workload_index(inv, &e.dst);
@@ -321,9 +327,13 @@ pub fn generate(edges: &[Edge], inv: &Inventory, opts: &GenerateOptions) -> Gene
             let sw = &inv.workloads[si];
             if covered(&sw.namespace) && !is_dns {
                 let peer = match (&e.dst, d) {
-                    (Peer::External { address }, _) => {
-                        Some(json!({"ipBlock": {"cidr": cidr_of(address)}}))
-                    }
+                    (Peer::External { address }, _) => match cidr_of(address) {
+                        Some(cidr) => Some(json!({"ipBlock": {"cidr": cidr}})),
+                        None => {
+                            bad_addresses.insert(address.clone());
+                            None
+                        }
+                    },
                     (_, Some(di)) => selector_of(di, &mut out.warnings)
                         .map(|sel| peer_value(&sw.namespace, &inv.workloads[di].namespace, &sel)),
                     _ => None,
@@ -345,9 +355,13 @@ pub fn generate(edges: &[Edge], inv: &Inventory, opts: &GenerateOptions) -> Gene
             let dw = &inv.workloads[di];
             if covered(&dw.namespace) && !(is_dns && covered(&dns.namespace)) {
                 let peer = match (&e.src, s) {
-                    (Peer::External { address }, _) => {
-                        Some(json!({"ipBlock": {"cidr": cidr_of(address)}}))
-                    }
+                    (Peer::External { address }, _) => match cidr_of(address) {
+                        Some(cidr) => Some(json!({"ipBlock": {"cidr": cidr}})),
+                        None => {
+                            bad_addresses.insert(address.clone());
+                            None
+                        }
+                    },
                     (_, Some(si)) => selector_of(si, &mut out.warnings)
                         .map(|sel| peer_value(&dw.namespace, &inv.workloads[si].namespace, &sel)),
                     _ => None,
@@ -368,6 +382,11 @@ pub fn generate(edges: &[Edge], inv: &Inventory, opts: &GenerateOptions) -> Gene
     for u in unknown {
         out.warnings.push(format!(
             "{u} is not in the inventory; its edges are left out"
+        ));
+    }
+    for a in bad_addresses {
+        out.warnings.push(format!(
+            "external peer {a:?} is not an IP address or CIDR; its edges are left out"
         ));
     }
     let mut policies: Vec<Value> = Vec::new();

@@ -306,3 +306,70 @@ fn generator_writes_v6_ipblocks_that_allow_the_flows() {
             .allowed
     );
 }
+
+#[test]
+fn generator_writes_canonical_cidrs_and_skips_what_is_no_address() {
+    let inv = inventory();
+    let edge = |addr: &str| {
+        format!(
+            r#"{{"src":{{"type":"workload","namespace":"shop","kind":"Deployment","name":"web"}},"dst":{{"type":"external","address":"{addr}"}},"protocol":"TCP","port":443,"verdict":"allowed","count":1,"first_seen":"2024-05-01T10:00:00Z","last_seen":"2024-05-01T10:00:00Z"}}"#
+        )
+    };
+    // Edges from a file: spellings a tool other than ingest may write.
+    let text = [
+        "2001:0DB8:0:0:0:0:0:0007",
+        "2001:db8::7",
+        "::ffff:203.0.113.9",
+        "2001:db8:77::1/48",
+        "payments.example",
+        "fe80::1%eth0",
+    ]
+    .map(edge)
+    .join("\n");
+    let (edges, errors) =
+        keycard_flows::ingest::read_edges("e.jsonl", text.as_bytes(), 1 << 16).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let gen = generate(&edges, &inv, &GenerateOptions::default());
+    let yaml = to_yaml(&gen.policies).unwrap();
+    assert_eq!(
+        yaml.matches("cidr: 2001:db8::7/128").count(),
+        1,
+        "two spellings, one peer:\n{yaml}"
+    );
+    assert!(yaml.contains("cidr: 203.0.113.9/32"), "{yaml}");
+    assert!(yaml.contains("cidr: 2001:db8:77::/48"), "{yaml}");
+    assert!(!yaml.contains("::ffff") && !yaml.contains("DB8"), "{yaml}");
+    assert!(
+        !yaml.contains("payments") && !yaml.contains("%eth0"),
+        "{yaml}"
+    );
+    let mut warned: Vec<&str> = gen
+        .warnings
+        .iter()
+        .filter(|w| w.contains("is not an IP address or CIDR"))
+        .map(String::as_str)
+        .collect();
+    warned.sort();
+    assert_eq!(warned.len(), 2, "{:?}", gen.warnings);
+    assert!(warned[1].contains("\"payments.example\""), "{warned:?}");
+    // The output is valid: every policy loads and allows its flows.
+    let (objects, errors) = keycard_k8s::parse_str("gen.yaml", &yaml, &Default::default());
+    assert!(errors.is_empty(), "{errors:?}");
+    let (c, diags) = inv.to_cluster(&objects);
+    assert!(diags.is_empty(), "{diags:?}");
+    let d = FlowDecider::new(&c);
+    let web = FlowPeer::Workload(0);
+    for (dst, allowed) in [
+        ("2001:db8::7", true),
+        ("2001:db8::8", false),
+        ("203.0.113.9", true),
+        ("2001:db8:77:ffff::1", true),
+        ("2001:db8:78::1", false),
+    ] {
+        assert_eq!(
+            d.decide(web, addr(dst), Protocol::Tcp, 443).allowed,
+            allowed,
+            "{dst}\n{yaml}"
+        );
+    }
+}
