@@ -16,6 +16,10 @@
 //! A live exception marks a finding excepted (still shown, never blocking);
 //! an expired one no longer applies and is itself reported; an exception
 //! without owner or expiry is an input error.
+//!
+//! A time-boxed exception ([`Exception::timed`], what a just-in-time grant
+//! becomes) may also name the policy and a resource pattern, and ends at a
+//! second rather than at the end of a day.
 
 use std::collections::BTreeMap;
 
@@ -74,16 +78,84 @@ pub struct Exception {
     pub expires: String,
     pub expires_days: i64,
     pub line: usize,
+    /// Only findings of this policy; any policy when `None` or `*`.
+    pub policy: Option<String>,
+    /// Only objects whose `Kind/namespace/name` (`Kind/name` when
+    /// cluster-scoped) is this, or starts with it when it ends in `*`.
+    pub resource: Option<String>,
+    /// Unix seconds at which it ends, when finer than a day.
+    pub expires_at: Option<u64>,
+}
+
+/// `Kind/namespace/name`, or `Kind/name` for a cluster-scoped object: what
+/// [`Exception::resource`] patterns match.
+pub fn resource_key(r: &keycard_core::ResourceRef) -> String {
+    match r.namespace.as_deref().filter(|n| !n.is_empty()) {
+        Some(ns) => format!("{}/{ns}/{}", r.kind, r.name),
+        None => format!("{}/{}", r.kind, r.name),
+    }
+}
+
+fn pattern_matches(pattern: &str, candidate: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => candidate.starts_with(prefix),
+        None => pattern == candidate,
+    }
 }
 
 impl Exception {
+    /// A time-boxed exception of `rule` (or `*`), for `policy` and objects
+    /// matching `resource` when given, in force until `expires_at` (Unix
+    /// seconds, exclusive).
+    pub fn timed(
+        rule: &str,
+        policy: Option<&str>,
+        resource: Option<&str>,
+        owner: &str,
+        reason: &str,
+        expires_at: u64,
+    ) -> Exception {
+        // The last day it holds, for reports that count in days.
+        let expires_days = (expires_at.saturating_sub(1) / 86_400) as i64;
+        Exception {
+            rule: rule.to_string(),
+            matches: Match::default(),
+            owner: owner.to_string(),
+            reason: reason.to_string(),
+            expires: civil_from_days(expires_days),
+            expires_days,
+            line: 0,
+            policy: policy.map(str::to_string),
+            resource: resource.map(str::to_string),
+            expires_at: Some(expires_at),
+        }
+    }
+
     pub fn is_expired(&self, today_days: i64) -> bool {
         today_days > self.expires_days
+    }
+
+    /// Whether it has ended at `now` (Unix seconds).
+    pub fn is_expired_at(&self, now: u64) -> bool {
+        match self.expires_at {
+            Some(end) => now >= end,
+            None => self.is_expired((now / 86_400) as i64),
+        }
     }
 
     fn applies(&self, f: &Finding, obj_labels: Option<&serde_json::Value>) -> bool {
         if self.rule != "*" && self.rule != f.rule {
             return false;
+        }
+        if let Some(p) = self.policy.as_deref().filter(|p| *p != "*") {
+            if p != f.policy {
+                return false;
+            }
+        }
+        if let Some(r) = &self.resource {
+            if !pattern_matches(r, &resource_key(&f.resource)) {
+                return false;
+            }
         }
         let m = &self.matches;
         if m.kind.as_ref().is_some_and(|k| k != &f.resource.kind) {
@@ -122,6 +194,20 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` of days since 1970-01-01.
+fn civil_from_days(z: i64) -> String {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Today, as days since 1970-01-01 (UTC).
@@ -237,6 +323,9 @@ impl Exceptions {
                 expires: expires.chars().take(10).collect(),
                 expires_days,
                 line: line.unwrap_or(0),
+                policy: None,
+                resource: None,
+                expires_at: None,
             });
         }
         Ok(Exceptions {
@@ -253,6 +342,32 @@ impl Exceptions {
         objects: &[Object],
         today: i64,
     ) -> (Vec<Exception>, Vec<Exception>) {
+        self.apply_with(findings, objects, |e| e.is_expired(today))
+    }
+
+    /// [`Exceptions::apply`] at a moment (Unix seconds), so that time-boxed
+    /// exceptions end at their second.
+    pub fn apply_at(
+        &self,
+        findings: &mut [Finding],
+        objects: &[Object],
+        now: u64,
+    ) -> (Vec<Exception>, Vec<Exception>) {
+        self.apply_with(findings, objects, |e| e.is_expired_at(now))
+    }
+
+    /// The exceptions of both, in order (`self`'s first).
+    pub fn merged(mut self, other: Exceptions) -> Exceptions {
+        self.items.extend(other.items);
+        self
+    }
+
+    fn apply_with(
+        &self,
+        findings: &mut [Finding],
+        objects: &[Object],
+        expired: impl Fn(&Exception) -> bool,
+    ) -> (Vec<Exception>, Vec<Exception>) {
         let labels: BTreeMap<(&str, usize), Option<&serde_json::Value>> = objects
             .iter()
             .map(|o| ((&*o.source.file, o.source.line), o.metadata().get("labels")))
@@ -261,7 +376,7 @@ impl Exceptions {
         for f in findings.iter_mut() {
             let l = labels.get(&(f.file.as_str(), f.line)).copied().flatten();
             for (i, e) in self.items.iter().enumerate() {
-                if e.is_expired(today) || !e.applies(f, l) {
+                if expired(e) || !e.applies(f, l) {
                     continue;
                 }
                 used[i] = true;
@@ -274,20 +389,15 @@ impl Exceptions {
                 break;
             }
         }
-        let expired = self
-            .items
-            .iter()
-            .filter(|e| e.is_expired(today))
-            .cloned()
-            .collect();
+        let expired_items = self.items.iter().filter(|e| expired(e)).cloned().collect();
         let unused = self
             .items
             .iter()
             .zip(used)
-            .filter(|(e, u)| !u && !e.is_expired(today))
+            .filter(|(e, u)| !u && !expired(e))
             .map(|(e, _)| e.clone())
             .collect();
-        (expired, unused)
+        (expired_items, unused)
     }
 }
 
@@ -302,6 +412,79 @@ mod tests {
         assert_eq!(parse_date("2026-02-30"), None);
         assert_eq!(parse_date("2026-13-01"), None);
         assert_eq!(parse_date("soon"), None);
+    }
+
+    #[test]
+    fn civil_dates_round_trip() {
+        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (2026, 12, 31), (2100, 3, 1)] {
+            let days = days_from_civil(y, m, d);
+            assert_eq!(civil_from_days(days), format!("{y:04}-{m:02}-{d:02}"));
+        }
+    }
+
+    fn finding(rule: &str, policy: &str, kind: &str, ns: Option<&str>, name: &str) -> Finding {
+        Finding {
+            rule: rule.into(),
+            policy: policy.into(),
+            severity: keycard_core::Severity::High,
+            title: String::new(),
+            message: "m".into(),
+            remediation: String::new(),
+            resource: keycard_core::ResourceRef {
+                api_version: "apps/v1".into(),
+                kind: kind.into(),
+                namespace: ns.map(str::to_string),
+                name: name.into(),
+            },
+            file: "f".into(),
+            line: 1,
+            path: None,
+            value: None,
+            description: String::new(),
+            controls: BTreeMap::new(),
+            enforcement: crate::finding::Enforcement::Deny,
+            exception: None,
+        }
+    }
+
+    #[test]
+    fn timed_exceptions_match_policy_and_resource_and_end_at_their_second() {
+        let end = days_from_civil(2030, 1, 1) as u64 * 86_400 + 3600;
+        let ex = Exceptions {
+            file: "grants".into(),
+            items: vec![Exception::timed(
+                "no-latest",
+                Some("team"),
+                Some("Deployment/payments/*"),
+                "alice",
+                "hotfix",
+                end,
+            )],
+        };
+        assert_eq!(ex.items[0].expires, "2030-01-01");
+        let mut fs = vec![
+            finding("no-latest", "team", "Deployment", Some("payments"), "api"),
+            finding("no-latest", "other", "Deployment", Some("payments"), "api"),
+            finding("no-latest", "team", "Deployment", Some("shop"), "api"),
+            finding("other-rule", "team", "Deployment", Some("payments"), "api"),
+        ];
+        ex.apply_at(&mut fs, &[], end - 1);
+        let excepted: Vec<bool> = fs.iter().map(|f| f.exception.is_some()).collect();
+        assert_eq!(excepted, [true, false, false, false]);
+        let mut fs = vec![finding(
+            "no-latest",
+            "team",
+            "Deployment",
+            Some("payments"),
+            "api",
+        )];
+        let (expired, _) = ex.apply_at(&mut fs, &[], end);
+        assert!(fs[0].exception.is_none(), "ended at its second");
+        assert_eq!(expired.len(), 1);
+        // An exact pattern, and a cluster-scoped object's key.
+        let exact = Exception::timed("*", None, Some("Namespace/prod"), "a", "r", end);
+        assert!(exact.applies(&finding("x", "p", "Namespace", None, "prod"), None));
+        assert!(!exact.applies(&finding("x", "p", "Namespace", None, "prod2"), None));
     }
 
     #[test]

@@ -17,8 +17,12 @@
 //! namespaceSelector, name), and each matching (object, constraint) pair is
 //! evaluated with the `input` Gatekeeper's audit and gator give a template:
 //! `input.review` shaped like an AdmissionReview request and
-//! `input.parameters` from the constraint.
+//! `input.parameters` from the constraint. Under `keycard check` the review
+//! is built from the object (a CREATE without userInfo, as gator does); an
+//! admission webhook hands over the real request with [`with_review`], so
+//! templates that read `operation`, `userInfo` or `oldObject` see it.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -59,6 +63,43 @@ const MAX_CONSTRAINTS: usize = 20_000;
 const MAX_VIOLATIONS: usize = 1_000;
 /// Default limit for one evaluation, as for the rest of the engine.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Builds `input.review` for the object being evaluated: the admission
+/// request it came in, as the API server sent it.
+pub type ReviewSource = Arc<dyn Fn() -> Value + Send + Sync>;
+
+thread_local! {
+    /// The request whose object this thread is evaluating, if any.
+    static REVIEW: RefCell<Option<ReviewSource>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous review when the scope ends, even on a panic.
+struct ReviewScope(Option<ReviewSource>);
+
+impl Drop for ReviewScope {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        REVIEW.with(|r| *r.borrow_mut() = prev);
+    }
+}
+
+/// Runs `f` with `review` as the source of `input.review` for every
+/// Gatekeeper constraint evaluated on this thread inside it (instead of the
+/// review built from the object). `review` is called only when a
+/// constraint matches, at most once per object.
+pub fn with_review<R>(review: ReviewSource, f: impl FnOnce() -> R) -> R {
+    let prev = REVIEW.with(|r| r.borrow_mut().replace(review));
+    let _scope = ReviewScope(prev);
+    f()
+}
+
+fn review_for(obj: &Object) -> Value {
+    let source = REVIEW.with(|r| r.borrow().clone());
+    match source {
+        Some(s) => s(),
+        None => review_of(obj),
+    }
+}
 
 /// One compiled template.
 #[derive(Debug)]
@@ -324,7 +365,7 @@ impl GatekeeperLibrary {
                 continue;
             };
             let review = review
-                .get_or_insert_with(|| regorus::Value::from(review_of(obj)))
+                .get_or_insert_with(|| regorus::Value::from(review_for(obj)))
                 .clone();
             let mut input = regorus::Value::new_object();
             if let Ok(m) = input.as_object_mut() {
@@ -1416,6 +1457,46 @@ mod tests {
         assert!(m(json!({"namespaceSelector": {}}))
             .matches(&pod, &none)
             .is_err());
+    }
+
+    #[test]
+    fn a_handed_over_review_replaces_the_one_built_from_the_object() {
+        let template = obj(json!({
+            "apiVersion": "templates.gatekeeper.sh/v1",
+            "kind": "ConstraintTemplate",
+            "metadata": {"name": "k8sopuser"},
+            "spec": {
+                "crd": {"spec": {"names": {"kind": "K8sOpUser"}}},
+                "targets": [{
+                    "target": "admission.k8s.gatekeeper.sh",
+                    "rego": "package k8sopuser\nviolation[{\"msg\": msg}] {\n  input.review.operation == \"UPDATE\"\n  not input.review.userInfo.username == \"admin\"\n  msg := sprintf(\"%v may not update\", [input.review.userInfo.username])\n}\n"
+                }]
+            }
+        }));
+        let constraint = obj(json!({
+            "apiVersion": "constraints.gatekeeper.sh/v1beta1",
+            "kind": "K8sOpUser",
+            "metadata": {"name": "only-admin-updates"},
+            "spec": {}
+        }));
+        let (mut lib, rest) = GatekeeperLibrary::from_objects(&[template, constraint]).unwrap();
+        assert!(rest.is_empty());
+        let pod = obj(
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "a"}}),
+        );
+        // As `keycard check` sees it: a CREATE, nothing to find.
+        assert!(lib.evaluate(&pod).unwrap().is_empty());
+        let review = |user: &'static str| -> ReviewSource {
+            Arc::new(move || json!({"operation": "UPDATE", "userInfo": {"username": user}}))
+        };
+        let found = with_review(review("bob"), || lib.evaluate(&pod)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].message, "bob may not update");
+        assert!(with_review(review("admin"), || lib.evaluate(&pod))
+            .unwrap()
+            .is_empty());
+        // The scope ended: back to the object's own review.
+        assert!(lib.evaluate(&pod).unwrap().is_empty());
     }
 
     #[test]
