@@ -47,21 +47,32 @@
 //!    [`WebhookConfig::log_failure`]). An evaluation that fails denies
 //!    (status 500): an object the policies could not judge stays out.
 //!
-//! Gatekeeper constraints are evaluated by keycard-policy's Gatekeeper
-//! library, which builds `input.review` from the object as gator does (a
-//! CREATE without userInfo); constraints that read `operation`,
-//! `userInfo` or `oldObject` need keycard-policy to accept the request as
-//! the review. A constraint with a `namespaceSelector` needs the
-//! namespace's labels, which the webhook does not have yet: such a
-//! constraint fails evaluation (and so denies).
+//! Gatekeeper constraints see the request itself as `input.review` (uid,
+//! kind, resource, subResource, name, namespace, operation, userInfo,
+//! object, oldObject, dryRun, options), as under Gatekeeper's webhook;
+//! `keycard check` gives them a review built from the object. A constraint
+//! with a `namespaceSelector` needs the namespace's labels, which the
+//! webhook does not have yet: such a constraint fails evaluation (and so
+//! denies).
+//!
+//! The policies change without a restart ([`Webhook::set_policy`]):
+//! `keycard up` follows the policies and exceptions pushed through the API
+//! and the approved exception grants ([`PushedPolicies`]); `keycard
+//! admission serve` follows its files ([`WatchedFiles`]), such as the
+//! `enforce/` directory an agent writes. A grant of kind `exception` is an
+//! exception of its `policy` and `rule` (`*`: any) for objects whose
+//! `Kind/namespace/name` (`Kind/name` when cluster-scoped) is its
+//! `resource`, or starts with it when it ends in `*`, until it expires.
 
 pub mod manifest;
 mod recorder;
+mod reload;
 mod review;
 mod server;
 mod webhook;
 
 pub use recorder::{DecisionSink, MemorySink, RecordError, Recorder};
+pub use reload::{grant_exceptions, FileWatch, PushedPolicies, WatchedFiles};
 pub use review::{
     check_depth, parse_review, AdmissionRequest, AdmissionResponse, GroupVersionKind,
     GroupVersionResource, Operation, ParseFailure, ReviewError, Status, UserInfo, API_VERSION,

@@ -397,14 +397,22 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
         }
     }
 
-    // The admission webhook: the default packs, every decision logged.
+    // The admission webhook: the default packs and the Rego, Gatekeeper
+    // and exceptions pushed through the API, followed as they change, with
+    // approved exception grants; every decision logged.
     let admission = if config.admission_enabled {
-        let policy = tokio::task::spawn_blocking(|| {
-            crate::admission::AdmissionPolicy::load(&crate::admission::PolicyOptions::default())
+        let mut pushed = crate::admission::PushedPolicies::new(
+            Arc::clone(&state),
+            crate::admission::PolicyOptions::default(),
+            dir.join(".admission-pushed"),
+        );
+        let (pushed, policy) = tokio::task::spawn_blocking(move || {
+            let p = pushed.initial();
+            (pushed, p)
         })
         .await
-        .map_err(|e| UpError::Other(format!("loading admission policies: {e}")))?
-        .map_err(|e| UpError::Other(format!("admission policies: {e}")))?;
+        .map_err(|e| UpError::Other(format!("loading admission policies: {e}")))?;
+        let policy = policy.map_err(|e| UpError::Other(format!("admission policies: {e}")))?;
         let recorder = crate::admission::Recorder::spawn(
             Arc::clone(&state.decisions) as Arc<dyn crate::admission::DecisionSink>,
             4096,
@@ -418,6 +426,11 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
             },
             Some(recorder),
         ));
+        tasks.push(tokio::spawn(pushed.follow(
+            Arc::clone(&webhook),
+            ADMISSION_RELOAD_EVERY,
+            stop_rx.clone(),
+        )));
         let listener = tokio::net::TcpListener::bind(config.admission_listen)
             .await
             .map_err(|source| UpError::Listen {
@@ -559,6 +572,9 @@ pub async fn start(config: UpConfig) -> Result<Up, UpError> {
     })
 }
 
+/// How often the webhook re-checks the pushed policies and grants besides
+/// the change feed (other servers on one database; grants that end).
+const ADMISSION_RELOAD_EVERY: Duration = Duration::from_millis(500);
 /// How often the shared trust state is re-read.
 const TRUST_RELOAD_EVERY: Duration = Duration::from_secs(2);
 /// How often the CA rotation step runs.

@@ -130,6 +130,35 @@ impl AdmissionRequest {
         s
     }
 
+    /// `input.review` for Gatekeeper templates, as Gatekeeper's webhook
+    /// gives it: the request as received (uid, kind, resource, subResource,
+    /// name, namespace, operation, userInfo, object, oldObject, dryRun,
+    /// options, and whatever else the API server sent), with the object as
+    /// the policies see it and `userInfo`, `oldObject` and `dryRun` always
+    /// present.
+    pub fn review_input(&self) -> Value {
+        let mut r = match &self.raw {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        if let Some(o) = &self.object {
+            r.insert("object".into(), o.clone());
+        }
+        if !r.get("userInfo").is_some_and(Value::is_object) {
+            r.insert(
+                "userInfo".into(),
+                json!({
+                    "username": self.user_info.username,
+                    "uid": self.user_info.uid,
+                    "groups": self.user_info.groups,
+                }),
+            );
+        }
+        r.entry("oldObject").or_insert(Value::Null);
+        r.insert("dryRun".into(), json!(self.dry_run));
+        Value::Object(r)
+    }
+
     /// `metadata.name`, or `generateName` followed by `*`, or `-`.
     pub fn display_name(&self) -> &str {
         match self.name.as_deref().filter(|n| !n.is_empty()) {
@@ -528,6 +557,31 @@ mod tests {
         assert_eq!(r.resource_label(), "deployments.apps/payments/api");
         // The raw request is kept for Gatekeeper's input.review.
         assert_eq!(r.raw["options"]["kind"], "CreateOptions");
+    }
+
+    #[test]
+    fn the_review_carries_the_request_fields_and_the_filled_in_object() {
+        let r = parse_review(&review(deployment_request()), 64).unwrap();
+        let v = r.review_input();
+        assert_eq!(v["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(v["kind"]["group"], "apps");
+        assert_eq!(v["resource"]["resource"], "deployments");
+        assert_eq!(v["operation"], "CREATE");
+        assert_eq!(v["userInfo"]["username"], "alice");
+        assert_eq!(v["userInfo"]["groups"][0], "system:authenticated");
+        assert_eq!(v["options"]["kind"], "CreateOptions");
+        assert_eq!(v["dryRun"], false);
+        assert_eq!(v["object"]["metadata"]["namespace"], "payments");
+        // Left out by the API server: still there for templates to read.
+        let mut req = deployment_request();
+        let m = req.as_object_mut().unwrap();
+        m.remove("oldObject");
+        m.remove("userInfo");
+        m.remove("dryRun");
+        let v = parse_review(&review(req), 64).unwrap().review_input();
+        assert!(v["oldObject"].is_null() && v.get("oldObject").is_some());
+        assert_eq!(v["userInfo"]["username"], "");
+        assert_eq!(v["dryRun"], false);
     }
 
     #[test]

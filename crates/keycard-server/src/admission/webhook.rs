@@ -10,7 +10,8 @@ use std::time::Duration;
 use keycard_audit::{input_digest, EnforcementPoint, FailureMode, Outcome, Record};
 use keycard_core::Severity;
 use keycard_k8s::Object;
-use keycard_policy::exceptions::{today_days, Exceptions};
+use keycard_policy::exceptions::{Exception, Exceptions};
+use keycard_policy::gatekeeper::{with_review, ReviewSource};
 use keycard_policy::packs::DEFAULT_PACKS;
 use keycard_policy::{Enforcement, Evaluator, Finding, PolicySet, PolicySetBuilder};
 use serde_json::{json, Value};
@@ -101,6 +102,11 @@ pub struct PolicyOptions {
     pub params: Option<PathBuf>,
     /// Exceptions file.
     pub exceptions: Option<PathBuf>,
+    /// Rego modules given as text: (file name, text). The file name less
+    /// `.rego` names the policy in findings.
+    pub rego_sources: Vec<(String, String)>,
+    /// Exceptions files given as text: (file name, text), after `exceptions`.
+    pub exception_sources: Vec<(String, String)>,
     /// The N of PSS v1.N; latest when `None`.
     pub pss_version: Option<u32>,
     /// Most time one evaluation may take.
@@ -121,6 +127,8 @@ pub enum LoadError {
     Policy(#[from] keycard_policy::PolicyError),
     #[error(transparent)]
     Exceptions(#[from] keycard_policy::exceptions::ExceptionError),
+    #[error("reading the pushed policies: {0}")]
+    Store(String),
 }
 
 /// Compiled policies and exceptions, swapped as a whole.
@@ -183,15 +191,20 @@ impl AdmissionPolicy {
             })?;
             builder = builder.params(&file, v);
         }
+        for (file, text) in &opts.rego_sources {
+            digest_input.push_str(file);
+            digest_input.push_str(text);
+            builder = builder.source(file, text);
+        }
         let set = builder.build()?;
-        let exceptions = match &opts.exceptions {
-            Some(p) => {
-                let text = read(p)?;
-                digest_input.push_str(&text);
-                Some(Exceptions::parse(&p.display().to_string(), &text)?)
-            }
-            None => None,
-        };
+        let exceptions = Self::load_exceptions(opts)?;
+        if let Some(p) = &opts.exceptions {
+            digest_input.push_str(&read(p)?);
+        }
+        for (file, text) in &opts.exception_sources {
+            digest_input.push_str(file);
+            digest_input.push_str(text);
+        }
         let digest = input_digest(digest_input.as_bytes());
         let revision = format!("local-{}", digest.get(7..19).unwrap_or("0"));
         Ok(Self {
@@ -199,6 +212,51 @@ impl AdmissionPolicy {
             exceptions,
             revision,
         })
+    }
+
+    /// The exceptions of `opts` alone (the file, then the texts), merged;
+    /// `None` when there are none.
+    pub fn load_exceptions(opts: &PolicyOptions) -> Result<Option<Exceptions>, LoadError> {
+        let mut out: Option<Exceptions> = None;
+        if let Some(p) = &opts.exceptions {
+            let text = read(p)?;
+            out = Some(Exceptions::parse(&p.display().to_string(), &text)?);
+        }
+        for (file, text) in &opts.exception_sources {
+            let ex = Exceptions::parse(file, text)?;
+            out = Some(match out {
+                Some(o) => o.merged(ex),
+                None => ex,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The same compiled policies with `exceptions` in force instead (and
+    /// `extra` after them: time-boxed ones such as grants), recorded as
+    /// `revision`.
+    pub fn with_exceptions(
+        &self,
+        exceptions: Option<Exceptions>,
+        extra: Vec<Exception>,
+        revision: String,
+    ) -> AdmissionPolicy {
+        let exceptions = match (exceptions, extra.is_empty()) {
+            (e, true) => e,
+            (Some(e), false) => Some(e.merged(Exceptions {
+                file: String::new(),
+                items: extra,
+            })),
+            (None, false) => Some(Exceptions {
+                file: "grants".into(),
+                items: extra,
+            }),
+        };
+        AdmissionPolicy {
+            set: self.set.clone(),
+            exceptions,
+            revision,
+        }
     }
 }
 
@@ -221,6 +279,8 @@ type EvalResult = Result<Vec<Finding>, String>;
 struct Job {
     current: Arc<Current>,
     object: Object,
+    /// `input.review` for Gatekeeper templates: the request itself.
+    review: ReviewSource,
     reply: oneshot::Sender<EvalResult>,
 }
 
@@ -268,8 +328,11 @@ fn worker(rx: &Mutex<std_mpsc::Receiver<Job>>) {
         let Some((_, ev)) = evaluator.as_mut() else {
             continue;
         };
+        let review = Arc::clone(&job.review);
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            evaluate_one(ev, &job.current.policy, &job.object)
+            with_review(review, || {
+                evaluate_one(ev, &job.current.policy, &job.object)
+            })
         }));
         let res = match res {
             Ok(r) => r,
@@ -286,7 +349,11 @@ fn worker(rx: &Mutex<std_mpsc::Receiver<Job>>) {
 fn evaluate_one(ev: &mut Evaluator, policy: &AdmissionPolicy, obj: &Object) -> EvalResult {
     let mut findings = ev.evaluate(obj).map_err(|e| e.to_string())?;
     if let Some(ex) = &policy.exceptions {
-        let _ = ex.apply(&mut findings, std::slice::from_ref(obj), today_days());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = ex.apply_at(&mut findings, std::slice::from_ref(obj), now);
     }
     Ok(findings)
 }
@@ -418,6 +485,7 @@ impl Webhook {
                 };
             }
         };
+        let req = Arc::new(req);
         let current = self.current();
         let evaluated = self.evaluate(&current, &req).await;
         let mut decision = decide(&req, evaluated, &self.config);
@@ -444,7 +512,7 @@ impl Webhook {
         }
     }
 
-    async fn evaluate(&self, current: &Arc<Current>, req: &AdmissionRequest) -> Evaluated {
+    async fn evaluate(&self, current: &Arc<Current>, req: &Arc<AdmissionRequest>) -> Evaluated {
         if let Some(why) = skip_reason(req) {
             return Evaluated::Skipped(why);
         }
@@ -453,9 +521,11 @@ impl Webhook {
         };
         let object = Object::new(value, Arc::from(format!("admission:{}", req.uid)), 1);
         let (reply, wait) = oneshot::channel();
+        let request = Arc::clone(req);
         let job = Job {
             current: Arc::clone(current),
             object,
+            review: Arc::new(move || request.review_input()),
             reply,
         };
         if self.pool.tx.try_send(job).is_err() {
