@@ -13,7 +13,7 @@ use keycard_audit::FailureMode;
 use keycard_core::Severity;
 use keycard_server::admission::manifest::{self, Endpoint, FailurePolicy, ManifestOptions};
 use keycard_server::admission::{
-    run_until_signal, tls_config_from_pem, AdmissionPolicy, PolicyOptions, Recorder, ServerOptions,
+    run_until_signal, tls_config_from_pem, PolicyOptions, Recorder, ServerOptions, WatchedFiles,
     Webhook, WebhookConfig, DEFAULT_ADVISORY_RULES,
 };
 
@@ -39,6 +39,14 @@ Namespace exists before its NetworkPolicies can. DELETE and CONNECT requests
 and subresources other than pods/ephemeralcontainers are allowed unevaluated.
 An evaluation that fails denies (the object could not be judged).
 
+Policy, parameter and exceptions files are re-read when they change (checked
+every --poll-ms), without a restart; a change that does not load is logged and
+the last good policies stay in force. --enforce-dir follows what a keycard
+agent writes for its node (`<data-dir>/enforce`): the Rego and Gatekeeper
+policies pushed to the server (admission/), the exceptions (exceptions.yaml)
+and approved exception grants (grants.json), on top of the packs and any
+--policy and --exceptions.
+
 With --audit-log every decision is recorded in the tamper-evident decision log
 (`keycard audit query --data-dir DIR --point admission`); an allow that cannot
 be recorded is refused unless --log-fail-open.
@@ -47,6 +55,7 @@ Examples:
   keycard admission serve --cert tls.crt --key tls.key
   keycard admission serve --cert tls.crt --key tls.key --policy policies/ \\
       --exceptions exceptions.yaml --audit-log /var/lib/keycard --dry-run
+  keycard admission serve --cert tls.crt --key tls.key --enforce-dir /var/lib/keycard/enforce
 
 Exit status: 0 after a clean shutdown (SIGINT, SIGTERM), 2 on a configuration error.")]
 pub struct ServeArgs {
@@ -71,6 +80,13 @@ pub struct ServeArgs {
     /// Exceptions file (owner and expiry on each), as for `keycard check`.
     #[arg(long, value_name = "FILE")]
     pub exceptions: Option<PathBuf>,
+    /// An agent's enforcer directory (`<data-dir>/enforce`): its admission/
+    /// policies, exceptions.yaml and grants.json are applied and followed.
+    #[arg(long, value_name = "DIR")]
+    pub enforce_dir: Option<PathBuf>,
+    /// How often the policy files are checked for changes, in milliseconds (0: never).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub poll_ms: u64,
     /// Lowest severity that denies a request.
     #[arg(long, value_enum, default_value_t = FailOn::High)]
     pub fail_on: FailOn,
@@ -179,14 +195,19 @@ fn serve(a: ServeArgs) -> anyhow::Result<u8> {
     let tls = tls_config_from_pem(&cert, &key)
         .with_context(|| format!("{} and {}", a.cert.display(), a.key.display()))?;
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
-    let policy = AdmissionPolicy::load(&PolicyOptions {
-        packs: a.packs.clone(),
-        policies: a.policies.clone(),
-        params: a.params.clone(),
-        exceptions: a.exceptions.clone(),
-        pss_version: Some(super::check::parse_pss_version(&a.pss_version)?),
-        timeout: Some(timeout),
-    })?;
+    let files = WatchedFiles::new(
+        PolicyOptions {
+            packs: a.packs.clone(),
+            policies: a.policies.clone(),
+            params: a.params.clone(),
+            exceptions: a.exceptions.clone(),
+            pss_version: Some(super::check::parse_pss_version(&a.pss_version)?),
+            timeout: Some(timeout),
+            ..PolicyOptions::default()
+        },
+        a.enforce_dir.clone(),
+    );
+    let policy = files.load()?;
     let recorder = match &a.audit_log {
         Some(dir) => {
             let log = super::audit::open_log(
@@ -225,7 +246,16 @@ fn serve(a: ServeArgs) -> anyhow::Result<u8> {
     }
     let mode = if a.dry_run { "audit-only" } else { "enforcing" };
     let revision = policy.revision.clone();
-    let webhook = Arc::new(Webhook::new(policy, config, recorder));
+    let webhook = Arc::new(Webhook::new(policy.clone(), config, recorder));
+    // Dropped (and stopped) when serving ends.
+    let _watch = match a.poll_ms {
+        0 => None,
+        ms => Some(
+            files
+                .watch(policy, Arc::clone(&webhook), Duration::from_millis(ms))
+                .context("starting the policy file watcher")?,
+        ),
+    };
     run_until_signal(a.listen, tls, webhook, ServerOptions::default(), |addr| {
         eprintln!("keycard admission webhook listening on https://{addr}/validate ({mode}, policy {revision})");
     })?;
