@@ -1193,6 +1193,11 @@ fn run(
 }
 
 /// The findings of an aggregate result (a set of `[rule index, value]`).
+///
+/// A `[index, {"msg", "path", "value"}]` item of the set is read from the
+/// regorus values, and only its `value` is converted to JSON; any other item
+/// (and any other result) is converted whole. Either way the findings, and
+/// the first conversion error, are those of converting the whole result.
 fn collect(
     c: &Compiled,
     res: &regorus::Value,
@@ -1200,24 +1205,159 @@ fn collect(
     prefix: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), EvalError> {
-    let json = serde_json::to_value(res).map_err(|e| EvalError {
+    let regorus::Value::Set(set) = res else {
+        return collect_json(c, to_json(res)?, obj, prefix, out);
+    };
+    let mut found = Vec::new();
+    for item in set.iter_sorted() {
+        let parts = match plain_finding(item) {
+            Some((idx, msg, path, value)) => {
+                let value = value.map(to_json).transpose()?;
+                c.rules.get(idx as usize).map(|rule| {
+                    let path = path.map(|p| rule_path(rule, prefix, p));
+                    (rule, msg.to_string(), path, value)
+                })
+            }
+            None => json_finding(c, to_json(item)?, prefix),
+        };
+        found.extend(parts);
+    }
+    push_findings(found, obj, out);
+    Ok(())
+}
+
+fn to_json(v: &regorus::Value) -> Result<Value, EvalError> {
+    serde_json::to_value(v).map_err(|e| EvalError {
         policy: String::new(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// `[index, {"msg": string, "path": string, "value": any}]` (path and value
+/// optional, no other key): the index, message, path and value.
+#[allow(clippy::type_complexity)]
+fn plain_finding(
+    item: &regorus::Value,
+) -> Option<(u64, &str, Option<&str>, Option<&regorus::Value>)> {
+    use regorus::Value as RV;
+    let RV::Array(pair) = item else { return None };
+    let (Some(i @ RV::Number(_)), Some(RV::Object(m)), None) =
+        (pair.get(0), pair.get(1), pair.get(2))
+    else {
+        return None;
+    };
+    // The index as its JSON form reads (a number converts without error).
+    let idx = serde_json::to_value(i).ok()?.as_u64()?;
+    let (mut msg, mut path, mut value) = (None, None, None);
+    for (k, v) in m.iter() {
+        match (k, v) {
+            (RV::String(k), RV::String(s)) if k.as_ref() == "msg" => msg = Some(s.as_ref()),
+            (RV::String(k), RV::String(s)) if k.as_ref() == "path" => path = Some(s.as_ref()),
+            (RV::String(k), v) if k.as_ref() == "value" => value = Some(v),
+            _ => return None,
+        }
+    }
+    Some((idx, msg?, path, value))
+}
+
+/// The findings of a result converted to JSON whole.
+fn collect_json(
+    c: &Compiled,
+    json: Value,
+    obj: &Object,
+    prefix: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), EvalError> {
     let Value::Array(items) = json else {
         return Ok(());
     };
-    for item in items {
-        let Value::Array(pair) = item else { continue };
-        let (Some(idx), Some(v)) = (pair.first().and_then(Value::as_u64), pair.get(1)) else {
-            continue;
-        };
-        let Some(rule) = c.rules.get(idx as usize) else {
-            continue;
-        };
-        out.push(to_finding(rule, v, obj, prefix));
-    }
+    let found = items
+        .into_iter()
+        .filter_map(|item| json_finding(c, item, prefix))
+        .collect();
+    push_findings(found, obj, out);
     Ok(())
+}
+
+type Parts<'r> = (&'r RuleInfo, String, Option<String>, Option<Value>);
+
+/// The rule, message, path and value of one `[rule index, value]` item.
+fn json_finding<'r>(c: &'r Compiled, item: Value, prefix: &str) -> Option<Parts<'r>> {
+    let Value::Array(pair) = item else {
+        return None;
+    };
+    let mut pair = pair.into_iter();
+    let idx = pair.next()?.as_u64()?;
+    let v = pair.next()?;
+    let rule = c.rules.get(idx as usize)?;
+    let (message, path, value) = match v {
+        Value::String(s) => (s, None, None),
+        Value::Object(mut m) => {
+            let msg = m
+                .get("msg")
+                .or_else(|| m.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| Value::Object(m.clone()).to_string());
+            let path = m
+                .get("path")
+                .and_then(Value::as_str)
+                .map(|p| rule_path(rule, prefix, p));
+            (msg, path, m.remove("value"))
+        }
+        Value::Bool(true) => (rule.meta.title.clone(), None, None),
+        other => (other.to_string(), None, None),
+    };
+    Some((rule, message, path, value))
+}
+
+/// A finding's path: pod-scoped paths get the pod template's prefix.
+fn rule_path(rule: &RuleInfo, prefix: &str, p: &str) -> String {
+    if rule.meta.scope == Scope::Pod && !prefix.is_empty() {
+        format!("{prefix}.{p}")
+    } else {
+        p.to_string()
+    }
+}
+
+/// The findings of one object; its resource is read once.
+fn push_findings(found: Vec<Parts<'_>>, obj: &Object, out: &mut Vec<Finding>) {
+    if found.is_empty() {
+        return;
+    }
+    let resource = obj.resource_ref();
+    let file = obj.source.file.to_string();
+    out.extend(found.into_iter().map(|(rule, message, path, value)| {
+        Finding {
+            rule: rule
+                .meta
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}", rule.package, rule.kind)),
+            policy: rule.policy.clone(),
+            severity: rule.meta.severity.unwrap_or(if rule.kind == "warn" {
+                Severity::Medium
+            } else {
+                Severity::High
+            }),
+            title: rule.meta.title.clone(),
+            message,
+            remediation: rule.meta.remediation.clone(),
+            resource: resource.clone(),
+            file: file.clone(),
+            line: obj.source.line,
+            path,
+            value,
+            description: rule.meta.description.clone(),
+            controls: rule.meta.controls.clone(),
+            enforcement: if rule.kind == "warn" {
+                Enforcement::Warn
+            } else {
+                Enforcement::Deny
+            },
+            exception: None,
+        }
+    }));
 }
 
 /// What a VM error says, in the words of the limits the user set.
@@ -1286,60 +1426,6 @@ fn blame(c: &mut Compiled, aggregate_error: String) -> EvalError {
     EvalError {
         policy: rules.first().map(|r| r.policy.clone()).unwrap_or_default(),
         message: aggregate_error,
-    }
-}
-
-fn to_finding(rule: &RuleInfo, v: &Value, obj: &Object, prefix: &str) -> Finding {
-    let (message, path, value) = match v {
-        Value::String(s) => (s.clone(), None, None),
-        Value::Object(m) => {
-            let msg = m
-                .get("msg")
-                .or_else(|| m.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
-            let path = m.get("path").and_then(Value::as_str).map(|p| {
-                if rule.meta.scope == Scope::Pod && !prefix.is_empty() {
-                    format!("{prefix}.{p}")
-                } else {
-                    p.to_string()
-                }
-            });
-            (msg, path, m.get("value").cloned())
-        }
-        Value::Bool(true) => (rule.meta.title.clone(), None, None),
-        other => (other.to_string(), None, None),
-    };
-    let default_sev = if rule.kind == "warn" {
-        Severity::Medium
-    } else {
-        Severity::High
-    };
-    Finding {
-        rule: rule
-            .meta
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}.{}", rule.package, rule.kind)),
-        policy: rule.policy.clone(),
-        severity: rule.meta.severity.unwrap_or(default_sev),
-        title: rule.meta.title.clone(),
-        message,
-        remediation: rule.meta.remediation.clone(),
-        resource: obj.resource_ref(),
-        file: obj.source.file.to_string(),
-        line: obj.source.line,
-        path,
-        value,
-        description: rule.meta.description.clone(),
-        controls: rule.meta.controls.clone(),
-        enforcement: if rule.kind == "warn" {
-            Enforcement::Warn
-        } else {
-            Enforcement::Deny
-        },
-        exception: None,
     }
 }
 

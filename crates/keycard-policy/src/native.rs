@@ -568,12 +568,19 @@ fn quote(s: &str) -> R<String> {
     Ok(out)
 }
 
+thread_local! {
+    /// The keys of a finding, made once per thread.
+    static FINDING_KEYS: [RV; 3] = [RV::from("msg"), RV::from("path"), RV::from("value")];
+}
+
 /// A `{"msg", "path", "value"}` finding.
 fn finding(msg: String, path: String, value: RV) -> RV {
     let mut m = BTreeMap::new();
-    m.insert(RV::from("msg"), RV::from(msg));
-    m.insert(RV::from("path"), RV::from(path));
-    m.insert(RV::from("value"), value);
+    FINDING_KEYS.with(|[k_msg, k_path, k_value]| {
+        m.insert(k_msg.clone(), RV::from(msg));
+        m.insert(k_path.clone(), RV::from(path));
+        m.insert(k_value.clone(), value);
+    });
     RV::from(m)
 }
 
