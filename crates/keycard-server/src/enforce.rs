@@ -8,11 +8,12 @@
 //! | `policies/` | `--policy-dir` | the `authz` policies, one file per API policy |
 //! | `admission/` | `keycard admission serve --policy` | the `rego` and `gatekeeper` policies |
 //! | `exceptions.yaml` | `--exceptions` | every exception document, merged |
-//! | `grants.json` | tools | grants, with their status |
+//! | `grants.json` | `--grants-file` | grants, with their status and expiry |
 //! | `state.json` | people | the versions the files are at |
+//! | `sync-state.json` | the agent | its sync position and what the files were built from (0600) |
 //!
-//! `keycard proxy` and `keycard authz serve` pointed at these (the existing
-//! `--policy-dir`, `--revocations` and `--posture` flags) apply every change
+//! `keycard proxy` and `keycard authz serve` pointed at these (the
+//! `--policy-dir`, `--revocations`, `--posture` and `--grants-file` flags) apply every change
 //! at their next poll, without a restart. Each file is replaced atomically
 //! (written beside, synced, renamed over); a directory is replaced whole,
 //! by building the next version in a hidden directory and swapping the
@@ -26,6 +27,15 @@
 //! are a feed of documents with tombstones (only documents changed after
 //! the agent's revision come), and posture and grants, small and expiring,
 //! come whole when their digest differs from the agent's.
+//!
+//! The agent's position (document revision, control digest, revocation
+//! version) and what the files were built from (documents, posture,
+//! grants, revocations in force) are saved in `sync-state.json` after each
+//! change, files first, so the state never claims more than the files
+//! hold. [`EnforcerFiles::open`] restores it: a restarted agent asks only
+//! for what it missed, and while the server is away the files stay as
+//! they were. A state file that cannot be read is logged and ignored (the
+//! agent then starts from nothing, as on its first start).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,6 +59,10 @@ pub const POSTURE_FILE: &str = "posture.json";
 pub const GRANTS_FILE: &str = "grants.json";
 pub const EXCEPTIONS_FILE: &str = "exceptions.yaml";
 pub const STATE_FILE: &str = "state.json";
+/// The agent's saved sync position (see the module docs).
+pub const SYNC_STATE_FILE: &str = "sync-state.json";
+/// The format of [`SYNC_STATE_FILE`].
+const SYNC_STATE_FORMAT: u32 = 1;
 pub const POLICIES_DIR: &str = "policies";
 pub const ADMISSION_DIR: &str = "admission";
 
@@ -134,9 +148,108 @@ struct Held {
     /// (serial?, subject) -> until: SPIFFE IDs (identities, banned
     /// agents) and certificate serials, the kinds enforcers check.
     revoked: BTreeMap<(bool, String), Option<u64>>,
+    /// Every revocation in force, of every kind, by version: what the
+    /// agent's own revocation set is rebuilt from after a restart.
+    revocations: BTreeMap<u64, Revocation>,
     /// The bytes last written to each file or directory (by name).
     written: HashMap<&'static str, Vec<u8>>,
     generation: u64,
+}
+
+/// What [`SYNC_STATE_FILE`] holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedState {
+    format: u32,
+    document_revision: u64,
+    control_digest: String,
+    revocation_version: u64,
+    documents: Vec<PolicyDoc>,
+    /// The collection of each of `documents`, in the same order.
+    collections: Vec<String>,
+    posture: Vec<Posture>,
+    grants: Vec<Grant>,
+    revocations: Vec<Revocation>,
+}
+
+impl SavedState {
+    fn of(h: &Held) -> Self {
+        SavedState {
+            format: SYNC_STATE_FORMAT,
+            document_revision: h.revision,
+            control_digest: h.control_digest.clone(),
+            revocation_version: h.revocation_version,
+            documents: h.docs.values().cloned().collect(),
+            collections: h.docs.keys().map(|(c, _)| c.clone()).collect(),
+            posture: h.posture.clone(),
+            grants: h.grants.clone(),
+            revocations: h.revocations.values().cloned().collect(),
+        }
+    }
+
+    /// The held state it describes (nothing written yet).
+    fn into_held(self, path: &Path) -> Result<Held, String> {
+        if self.format != SYNC_STATE_FORMAT {
+            return Err(format!(
+                "{}: format {} is not {SYNC_STATE_FORMAT}",
+                path.display(),
+                self.format
+            ));
+        }
+        if self.collections.len() != self.documents.len() {
+            return Err(format!(
+                "{}: {} collections for {} documents",
+                path.display(),
+                self.collections.len(),
+                self.documents.len()
+            ));
+        }
+        let mut h = Held {
+            revision: self.document_revision,
+            control_digest: self.control_digest,
+            revocation_version: self.revocation_version,
+            posture: self.posture,
+            grants: self.grants,
+            ..Held::default()
+        };
+        for (c, d) in self.collections.into_iter().zip(self.documents) {
+            h.docs.insert((c, d.name.clone()), d);
+        }
+        for r in self.revocations {
+            if r.version > h.revocation_version {
+                return Err(format!(
+                    "{}: revocation {} is after the saved version {}",
+                    path.display(),
+                    r.version,
+                    h.revocation_version
+                ));
+            }
+            if let Some(key) = revoked_key(&r) {
+                merge_until(h.revoked.entry(key).or_insert(r.until), r.until);
+            }
+            h.revocations.insert(r.version, r);
+        }
+        Ok(h)
+    }
+}
+
+/// The key of a revocation enforcers check, or `None` for the kinds they
+/// do not see.
+fn revoked_key(r: &Revocation) -> Option<(bool, String)> {
+    match r.kind {
+        RevocationKind::Identity | RevocationKind::Agent => Some((false, r.subject.clone())),
+        RevocationKind::Serial => Some((true, r.subject.to_ascii_lowercase())),
+        // Entries stop renewing and leave agents' caches; tokens are the
+        // API's. Neither is a peer an enforcer sees.
+        RevocationKind::Entry | RevocationKind::Token => None,
+    }
+}
+
+/// The later of two expiries (`None`: never).
+fn merge_until(until: &mut Option<u64>, other: Option<u64>) {
+    *until = match (*until, other) {
+        (None, _) | (_, None) => None,
+        (Some(a), Some(b)) => Some(a.max(b)),
+    };
 }
 
 /// The enforcer files of one node, kept current from syncs.
@@ -165,7 +278,8 @@ fn json_bytes(v: &Value) -> Vec<u8> {
 
 impl EnforcerFiles {
     /// Files under `dir` (created 0755; nothing is written until the first
-    /// [`EnforcerFiles::apply`]).
+    /// [`EnforcerFiles::apply`]), at the position saved in
+    /// [`SYNC_STATE_FILE`] if there is a readable one.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, EnforceError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -175,10 +289,42 @@ impl EnforcerFiles {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
                 .map_err(io_err(&dir))?;
         }
+        let held = Self::restore(&dir.join(SYNC_STATE_FILE)).unwrap_or_default();
         Ok(EnforcerFiles {
             dir,
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(held),
         })
+    }
+
+    /// The saved state, if there is one and it is usable; a broken one is
+    /// logged and ignored.
+    fn restore(path: &Path) -> Option<Held> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the saved sync state; syncing from the start");
+                return None;
+            }
+        };
+        let restored = serde_json::from_slice::<SavedState>(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|s| s.into_held(path));
+        match restored {
+            Ok(h) => {
+                tracing::info!(
+                    file = %path.display(),
+                    document_revision = h.revision,
+                    revocation_version = h.revocation_version,
+                    "sync position restored"
+                );
+                Some(h)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring the saved sync state; syncing from the start");
+                None
+            }
+        }
     }
 
     /// The directory.
@@ -201,6 +347,12 @@ impl EnforcerFiles {
         self.held().revocation_version
     }
 
+    /// Every revocation in force that the files were built from, of every
+    /// kind, in version order (to rebuild an agent's revocation set).
+    pub fn revocations(&self) -> Vec<Revocation> {
+        self.held().revocations.values().cloned().collect()
+    }
+
     /// Takes in what a sync brought (revocations in version order, and the
     /// enforcer half if the server sent one) and rewrites the files whose
     /// content changed. Returns whether any file changed.
@@ -216,20 +368,13 @@ impl EnforcerFiles {
                 continue;
             }
             h.revocation_version = r.version;
-            let key = match r.kind {
-                RevocationKind::Identity | RevocationKind::Agent => (false, r.subject.clone()),
-                RevocationKind::Serial => (true, r.subject.to_ascii_lowercase()),
-                // Entries stop renewing and leave agents' caches; tokens
-                // are the API's. Neither is a peer an enforcer sees.
-                RevocationKind::Entry | RevocationKind::Token => continue,
-            };
-            let until = h.revoked.entry(key).or_insert(r.until);
-            *until = match (*until, r.until) {
-                (None, _) | (_, None) => None,
-                (Some(a), Some(b)) => Some(a.max(b)),
-            };
+            h.revocations.insert(r.version, r.clone());
+            if let Some(key) = revoked_key(r) {
+                merge_until(h.revoked.entry(key).or_insert(r.until), r.until);
+            }
         }
         h.revoked.retain(|_, until| until.is_none_or(|u| u > now));
+        h.revocations.retain(|_, r| r.until.is_none_or(|u| u > now));
         if let Some(s) = sync {
             for d in s.documents {
                 let key = (d.collection, d.name);
@@ -251,7 +396,11 @@ impl EnforcerFiles {
             }
             h.control_digest = s.control_digest;
         }
-        self.write_all(&mut h, now)
+        let changed = self.write_all(&mut h, now)?;
+        // After the files: the saved position never runs ahead of them.
+        let state = serde_json::to_vec(&SavedState::of(&h)).unwrap_or_default();
+        self.put(&mut h, SYNC_STATE_FILE, state, 0o600)?;
+        Ok(changed)
     }
 
     fn write_all(&self, h: &mut Held, now: u64) -> Result<bool, EnforceError> {
@@ -548,5 +697,137 @@ mod tests {
             assert_eq!(mode(POSTURE_FILE), 0o600);
             assert_eq!(mode(REVOCATIONS_FILE), 0o644);
         }
+    }
+
+    fn authz_doc(name: &str, revision: u64) -> SyncDocument {
+        let text = format!("apiVersion: keycard.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}}}\nspec: {{action: DENY, rules: [{{from: [{{source: {{principals: [\"spiffe://td/x\"]}}}}]}}]}}\n");
+        SyncDocument {
+            collection: POLICY.into(),
+            name: name.into(),
+            revision,
+            doc: Some(PolicyDoc {
+                name: name.into(),
+                kind: PolicyKind::Authz,
+                text,
+                digest: String::new(),
+                updated_by: "t".into(),
+                updated_at: 0,
+                revision,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_reopened_directory_resumes_from_the_saved_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ENFORCE_DIR);
+        let now = 1_000;
+        let grant = Grant {
+            id: "g1".into(),
+            kind: crate::control::GrantKind::Exception {
+                policy: "deny-x".into(),
+                rule: "*".into(),
+                resource: "spiffe://td/x".into(),
+            },
+            subject: "spiffe://td/x".into(),
+            requester: "r".into(),
+            reason: "incident".into(),
+            duration_secs: 60,
+            status: crate::control::GrantStatus::Active,
+            approver: Some("a".into()),
+            requested_at: now,
+            expires_at: Some(now + 60),
+        };
+        {
+            let f = EnforcerFiles::open(&path).unwrap();
+            assert_eq!(f.position(), (0, String::new()), "nothing saved yet");
+            f.apply(
+                &[
+                    rev(1, RevocationKind::Identity, "spiffe://td/a", None),
+                    rev(2, RevocationKind::Entry, "e1", None),
+                    rev(3, RevocationKind::Serial, "0A", Some(now - 1)),
+                ],
+                Some(EnforcerSync {
+                    revision: 7,
+                    documents: vec![authz_doc("deny-x", 7)],
+                    control_digest: "c7".into(),
+                    grants: Some(vec![grant.clone()]),
+                    posture: Some(vec![]),
+                    ..EnforcerSync::default()
+                }),
+                now,
+            )
+            .unwrap();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let m = std::fs::metadata(path.join(SYNC_STATE_FILE)).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "names identities");
+        }
+        let f = EnforcerFiles::open(&path).unwrap();
+        assert_eq!(f.position(), (7, "c7".to_string()));
+        assert_eq!(f.revocation_version(), 3);
+        let kept: Vec<u64> = f.revocations().iter().map(|r| r.version).collect();
+        assert_eq!(
+            kept,
+            vec![1, 2],
+            "every kind in force; the expired one pruned"
+        );
+        // What the restored state held survives the next change: the old
+        // revocation, the policy and the grant are still written.
+        std::fs::remove_file(path.join(GRANTS_FILE)).unwrap();
+        f.apply(
+            &[rev(4, RevocationKind::Identity, "spiffe://td/b", None)],
+            None,
+            now,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(path.join(REVOCATIONS_FILE)).unwrap();
+        let r = keycard_proxy::files::Revocations::parse("r", &text).unwrap();
+        assert!(r.is_revoked(Some("spiffe://td/a"), None), "restored");
+        assert!(r.is_revoked(Some("spiffe://td/b"), None), "new");
+        let set = keycard_proxy::load_dir(&path.join(POLICIES_DIR), keycard_proxy::Mode::Enforce)
+            .unwrap();
+        assert_eq!(set.len(), 1);
+        let grants: Value =
+            serde_json::from_str(&std::fs::read_to_string(path.join(GRANTS_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(grants["grants"][0]["id"], "g1");
+        // A revocation at or before the restored version is not taken again.
+        assert!(!f
+            .apply(
+                &[rev(2, RevocationKind::Identity, "spiffe://td/z", None)],
+                None,
+                now
+            )
+            .unwrap());
+        assert_eq!(EnforcerFiles::open(&path).unwrap().revocation_version(), 4);
+    }
+
+    #[test]
+    fn a_broken_state_file_is_ignored_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ENFORCE_DIR);
+        std::fs::create_dir_all(&path).unwrap();
+        for bad in [
+            &b"{not json"[..],
+            br#"{"format": 99, "document_revision": 5, "control_digest": "x", "revocation_version": 1, "documents": [], "collections": [], "posture": [], "grants": [], "revocations": []}"#,
+            br#"{"format": 1, "document_revision": 5, "control_digest": "x", "revocation_version": 1, "documents": [], "collections": ["policies"], "posture": [], "grants": [], "revocations": []}"#,
+        ] {
+            std::fs::write(path.join(SYNC_STATE_FILE), bad).unwrap();
+            let f = EnforcerFiles::open(&path).unwrap();
+            assert_eq!(f.position(), (0, String::new()));
+            assert_eq!(f.revocation_version(), 0);
+        }
+        // The next apply writes a good one.
+        let f = EnforcerFiles::open(&path).unwrap();
+        f.apply(
+            &[rev(1, RevocationKind::Identity, "spiffe://td/a", None)],
+            None,
+            5,
+        )
+        .unwrap();
+        assert_eq!(EnforcerFiles::open(&path).unwrap().revocation_version(), 1);
     }
 }

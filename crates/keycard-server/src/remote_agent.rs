@@ -12,7 +12,9 @@
 //! It holds a long-poll sync with the server ([`crate::node_api`]): each
 //! answer carries the entries it serves, the trust bundle and the
 //! revocations since the version it holds, so a change reaches it as it
-//! happens and a reconnect brings only what it missed. Sync failures are
+//! happens and a reconnect brings only what it missed. With enforcer
+//! files kept, its position is saved beside them ([`crate::enforce`]), so a
+//! restarted agent also asks only for what it missed. Sync failures are
 //! retried with exponential backoff and jitter.
 //!
 //! It keeps a cache of X509-SVIDs, one key per workload entry generated
@@ -966,6 +968,14 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
         ),
         None => None,
     };
+    // Where the last run left off (see `crate::enforce`): the revocations
+    // it held, so the first sync asks only for what came after.
+    let mut view = View::default();
+    if let Some(files) = &enforce {
+        view.version = files.revocation_version();
+        view.revocations.apply(&files.revocations());
+        view.revocations.prune(SystemTime::now());
+    }
     let agent = Arc::new(RemoteAgent {
         client,
         node: Mutex::new(node),
@@ -978,17 +988,19 @@ pub async fn start_agent(config: AgentConfig) -> Result<RunningAgent, AgentError
             .psat_token_file
             .clone()
             .map(|p| (p, config.psat_cluster.clone())),
-        view: RwLock::new(View::default()),
+        view: RwLock::new(view),
         updates,
         syncs,
         wake: Notify::new(),
         enforce,
     });
     // A first sync, if the server answers; the loop retries otherwise.
+    let since = agent.read().version;
+    let held = agent.enforce.as_ref().map(|f| f.position());
     let first = agent.client.sync_enforcers(
-        0,
+        since,
         "",
-        agent.enforce.as_ref().map(|_| (0, "")),
+        held.as_ref().map(|(r, d)| (*r, d.as_str())),
         Duration::ZERO,
     );
     match first.await {
