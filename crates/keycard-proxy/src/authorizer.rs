@@ -9,6 +9,7 @@ use keycard_core::Outcome;
 
 use crate::engine::{AuthzDecision, PolicySet, Reason};
 use crate::files::{PostureDb, Revocations, Watched};
+use crate::grants::Grants;
 use crate::jwt::JwtValidator;
 use crate::loader::PolicyStore;
 use crate::request::{Attrs, Claims, PathOptions, Request};
@@ -19,6 +20,7 @@ pub struct Authorizer {
     policies: Arc<PolicyStore>,
     revocations: Option<Arc<Watched<Revocations>>>,
     posture: Option<Arc<Watched<PostureDb>>>,
+    grants: Option<Arc<Watched<Grants>>>,
     jwt: Option<Arc<JwtValidator>>,
     paths: PathOptions,
 }
@@ -35,6 +37,7 @@ impl Authorizer {
             policies,
             revocations: None,
             posture: None,
+            grants: None,
             jwt: None,
             paths: PathOptions::default(),
         }
@@ -52,6 +55,12 @@ impl Authorizer {
 
     pub fn posture(mut self, p: Arc<Watched<PostureDb>>) -> Self {
         self.posture = Some(p);
+        self
+    }
+
+    /// Just-in-time grants for source principals ([`crate::grants`]).
+    pub fn grants(mut self, g: Arc<Watched<Grants>>) -> Self {
+        self.grants = Some(g);
         self
     }
 
@@ -129,7 +138,22 @@ impl Authorizer {
         });
         let set = self.policies.current();
         let attrs = Attrs::with_options(req, claims.as_ref(), posture, self.paths);
-        let decision = set.evaluate(&attrs);
+        let mut decision = set.evaluate(&attrs);
+        // Grants are looked at only when a policy refused: the common
+        // path costs nothing.
+        if let (Some(g), Some(source)) = (&self.grants, source) {
+            let refused = matches!(
+                decision.reason,
+                Reason::DeniedByPolicy | Reason::NoAllowMatch | Reason::AuditWouldDeny
+            );
+            if refused {
+                let grants = g.current();
+                let active = grants.for_principal(source, now);
+                if !active.is_empty() {
+                    decision = set.evaluate_with_grants(&attrs, &active);
+                }
+            }
+        }
         drop(attrs);
         Checked { decision, claims }
     }

@@ -19,12 +19,16 @@
 //!    are listed in the decision so it is marked for audit logging.
 //!
 //! Policies are visited in name order, so the deciding policy is stable.
+//!
+//! Just-in-time grants ([`crate::grants`]) change steps 2 and 3 for the
+//! principals they name: see [`PolicySet::evaluate_with_grants`].
 
 use std::sync::Arc;
 
 use keycard_core::Outcome;
 use serde::Serialize;
 
+use crate::grants::Grant;
 use crate::matcher::PatternIndex;
 use crate::policy::{Action, Matching, Mode, Policy};
 use crate::request::Attrs;
@@ -47,6 +51,8 @@ pub enum Reason {
     Revoked,
     /// The bearer JWT is invalid (signature, expiry, issuer, audience ...).
     JwtInvalid,
+    /// A just-in-time grant let it through (the decision names it).
+    AllowedByGrant,
     /// A policy's Rego rule failed; the decision fails closed.
     RegoError,
     /// The request could not be read (ext_authz: missing attributes).
@@ -63,6 +69,7 @@ impl Reason {
             Reason::AuditWouldDeny => "audit_would_deny",
             Reason::Revoked => "revoked",
             Reason::JwtInvalid => "jwt_invalid",
+            Reason::AllowedByGrant => "allowed_by_grant",
             Reason::RegoError => "rego_error",
             Reason::BadRequest => "bad_request",
         }
@@ -85,6 +92,8 @@ pub struct AuthzDecision {
     pub audit_policies: Vec<Arc<str>>,
     /// More words for people (e.g. why a JWT was refused); never secrets.
     pub detail: Option<String>,
+    /// The just-in-time grant that let the request through, if one did.
+    pub grant: Option<Arc<str>>,
 }
 
 impl AuthzDecision {
@@ -97,6 +106,7 @@ impl AuthzDecision {
             mode: Mode::Enforce,
             audit_policies: Vec::new(),
             detail: None,
+            grant: None,
         }
     }
 
@@ -142,6 +152,14 @@ pub struct PolicySet {
     guarded: usize,
     /// Files the set was loaded from.
     pub files: Vec<String>,
+}
+
+/// A grant that changed the verdict, and what it applied to.
+struct Granted<'g> {
+    policy: Arc<str>,
+    rule: Option<Arc<str>>,
+    mode: Mode,
+    grant: &'g Grant,
 }
 
 /// A verdict under construction: the first policy/rule that decided.
@@ -205,6 +223,42 @@ impl PolicySet {
     /// Decide one request (steps 2-5 of the module docs). A request
     /// whose path could not be normalised is denied (`bad_request`).
     pub fn evaluate(&self, a: &Attrs<'_>) -> AuthzDecision {
+        self.evaluate_inner(a, &[], &mut None)
+    }
+
+    /// [`PolicySet::evaluate`] with the grants in force for the request's
+    /// source principal: a DENY policy's matching rules that a grant
+    /// covers do not deny, and an ALLOW policy that applies and has a
+    /// grant admits the request when no rule of any ALLOW policy matched.
+    /// When a grant let the request through, the decision names the
+    /// policy and rule it applied to and the grant
+    /// ([`Reason::AllowedByGrant`] when allowed).
+    pub fn evaluate_with_grants(&self, a: &Attrs<'_>, grants: &[&Grant]) -> AuthzDecision {
+        let mut granted = None;
+        let mut d = self.evaluate_inner(a, grants, &mut granted);
+        if let Some(g) = granted.filter(|_| d.outcome != Outcome::Deny) {
+            if d.outcome == Outcome::Allow {
+                d.reason = Reason::AllowedByGrant;
+            }
+            d.policy = Some(g.policy);
+            d.rule = g.rule;
+            d.mode = g.mode;
+            d.grant = Some(g.grant.id.clone());
+            let what = g.grant.describe();
+            d.detail = Some(match d.detail.take() {
+                Some(other) => format!("{what}; {other}"),
+                None => what,
+            });
+        }
+        d
+    }
+
+    fn evaluate_inner<'g>(
+        &self,
+        a: &Attrs<'_>,
+        grants: &[&'g Grant],
+        granted: &mut Option<Granted<'g>>,
+    ) -> AuthzDecision {
         if let Some(e) = &a.path_error {
             let mut d = AuthzDecision::new(Outcome::Deny, Reason::BadRequest);
             d.detail = Some(format!("path: {e}"));
@@ -232,12 +286,30 @@ impl PolicySet {
         // DENY policies.
         let mut shadow_deny: Option<(Hit<'_>, Option<String>)> = None;
         for p in &self.deny {
-            let (rule, rego_error) = match p.evaluate_ref(a, candidates) {
+            let (mut rule, rego_error) = match p.evaluate_ref(a, candidates) {
                 Matching::Matched(rule) => (rule, None),
                 // Fail closed: a DENY policy whose Rego failed counts as matching.
                 Matching::RegoError(rule, e) => (rule, Some(e)),
                 Matching::NoMatch | Matching::NotApplicable => continue,
             };
+            if rego_error.is_none() && !grants.is_empty() {
+                let covered = |id: &str| grants.iter().copied().find(|g| g.covers(&p.name, id));
+                if let Some(g) = covered(rule) {
+                    match p.match_besides(a, candidates, |id| covered(id).is_some()) {
+                        // A rule the grants do not cover still matches.
+                        Some(other) => rule = other,
+                        None => {
+                            granted.get_or_insert(Granted {
+                                policy: p.name.clone(),
+                                rule: Some(rule.clone()),
+                                mode: p.mode,
+                                grant: g,
+                            });
+                            continue;
+                        }
+                    }
+                }
+            }
             let hit = Hit {
                 policy: p,
                 rule: Some(rule),
@@ -260,6 +332,9 @@ impl PolicySet {
         let mut any_applies: Option<Hit<'_>> = None;
         let mut any_match = false;
         let mut rego_failure: Option<(Hit<'_>, String)> = None;
+        // ALLOW policies that apply, matched nothing, and have a grant.
+        let mut grant_enforce: Option<(Hit<'_>, &'g Grant)> = None;
+        let mut grant_any: Option<(Hit<'_>, &'g Grant)> = None;
         for p in &self.allow {
             let m = p.evaluate_ref(a, candidates);
             if let Matching::NotApplicable = m {
@@ -269,6 +344,14 @@ impl PolicySet {
                 policy: p,
                 rule: None,
             };
+            if matches!(m, Matching::NoMatch) && !grants.is_empty() {
+                if let Some(g) = grants.iter().copied().find(|g| g.policy == *p.name) {
+                    if p.mode == Mode::Enforce && grant_enforce.is_none() {
+                        grant_enforce = Some((hit, g));
+                    }
+                    grant_any.get_or_insert((hit, g));
+                }
+            }
             if p.mode == Mode::Enforce && enforce_applies.is_none() {
                 enforce_applies = Some(hit);
             }
@@ -298,6 +381,25 @@ impl PolicySet {
                     ));
                 }
                 _ => {}
+            }
+        }
+        // A grant admits only where no rule of any ALLOW policy matched.
+        let allow_grant = |(h, g): (Hit<'_>, &'g Grant)| Granted {
+            policy: h.policy.name.clone(),
+            rule: g.rule.as_deref().map(Arc::from),
+            mode: h.policy.mode,
+            grant: g,
+        };
+        if enforce_match.is_none() {
+            if let Some((h, g)) = grant_enforce {
+                enforce_match = Some(h);
+                granted.get_or_insert(allow_grant((h, g)));
+            }
+        }
+        if !any_match {
+            if let Some(x) = grant_any {
+                any_match = true;
+                granted.get_or_insert(allow_grant(x));
             }
         }
         if let Some(applies) = enforce_applies {

@@ -227,6 +227,14 @@ impl<T> Watched<T> {
     }
 }
 
+/// Watched files given beside an enforcer's configuration (kept apart
+/// so that configurations written out field by field keep compiling).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraFiles {
+    /// Just-in-time grants ([`crate::grants`]), e.g. an agent's `grants.json`.
+    pub grants: Option<PathBuf>,
+}
+
 /// Revoked identities and certificate serials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revocations {

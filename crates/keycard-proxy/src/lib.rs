@@ -1,5 +1,7 @@
 //! keycard's enforcement points: the authorization model, JWT validation,
-//! the ext_authz server and (later) the mTLS proxy.
+//! the ext_authz server and the mTLS proxy. Just-in-time grants (exceptions
+//! to a policy for a principal, until they expire) are described in
+//! [`grants`].
 //!
 //! The [`Authorizer`] is the one entry point every enforcement point calls,
 //! in process, on its hot path:
@@ -37,6 +39,7 @@ mod engine;
 pub mod ext_authz;
 mod fetch;
 pub mod files;
+pub mod grants;
 pub mod jwt;
 mod loader;
 pub mod matcher;

@@ -447,6 +447,20 @@ impl Policy {
     /// [`Policy::evaluate`] without reference counting, for the engine;
     /// `candidates` (the principal index's bits) skips rules that cannot
     /// match.
+    /// The first matching rule that `skip` does not name (`candidates` as
+    /// in [`Policy::evaluate_ref`]; Rego not evaluated).
+    pub(crate) fn match_besides(
+        &self,
+        a: &Attrs<'_>,
+        candidates: Option<&[u64]>,
+        skip: impl Fn(&str) -> bool,
+    ) -> Option<&Arc<str>> {
+        self.rules
+            .iter()
+            .find(|r| !skip(&r.id) && r.admitted(candidates) && r.matches(a))
+            .map(|r| &r.id)
+    }
+
     pub(crate) fn evaluate_ref(&self, a: &Attrs<'_>, candidates: Option<&[u64]>) -> Matching<'_> {
         if !self.applies(a) {
             return Matching::NotApplicable;

@@ -14,6 +14,9 @@
 //!    "request_principal":null,"audit_policies":[],"detail":null,"latency_us":12}}
 //! ```
 //!
+//! A decision a just-in-time grant let through has reason
+//! `allowed_by_grant` and the grant id in `attributes.grant`.
+//!
 //! With `--audit-log DIR` the same decision also goes to the tamper-evident
 //! decision log ([`AuditSink`]): typed, with the digest of the request it
 //! decided on and the revision of the policy files in force, through a
@@ -97,7 +100,7 @@ fn attributes(
     path: &str,
     latency_us: u64,
 ) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "mode": d.mode.as_str(),
         "request_id": req.id,
         "method": req.method,
@@ -109,7 +112,12 @@ fn attributes(
         "audit_policies": d.audit_policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "detail": d.detail,
         "latency_us": latency_us,
-    })
+    });
+    // Only when a just-in-time grant let the request through.
+    if let (Some(g), Some(m)) = (&d.grant, v.as_object_mut()) {
+        m.insert("grant".into(), json!(&**g));
+    }
+    v
 }
 
 /// Build the record of one decision.

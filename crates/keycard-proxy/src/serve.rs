@@ -21,7 +21,8 @@ use crate::authorizer::Authorizer;
 use crate::ext_authz::{
     http_response, request_from_http, unavailable_http_response, AuthzGrpc, AuthzState,
 };
-use crate::files::{PostureDb, Revocations, Watched};
+use crate::files::{ExtraFiles, PostureDb, Revocations, Watched};
+use crate::grants::Grants;
 use crate::jwt::{JwtValidator, ProviderConfig};
 use crate::loader::{PolicyStore, Reload};
 use crate::metrics::Metrics;
@@ -135,6 +136,15 @@ pub async fn start_writer(
     cfg: ServeConfig,
     writer: Option<Arc<dyn keycard_audit::writer::DecisionWriter>>,
 ) -> Result<Running, ServeError> {
+    start_writer_files(cfg, writer, ExtraFiles::default()).await
+}
+
+/// [`start_writer`], also watching `extra` (just-in-time grants).
+pub async fn start_writer_files(
+    cfg: ServeConfig,
+    writer: Option<Arc<dyn keycard_audit::writer::DecisionWriter>>,
+    extra: ExtraFiles,
+) -> Result<Running, ServeError> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(PolicyStore::open(&cfg.policy_dir, cfg.default_mode)?);
     metrics.set_policies(store.current().len());
@@ -147,6 +157,10 @@ pub async fn start_writer(
         Some(p) => Some(Arc::new(Watched::open(p, PostureDb::parse)?)),
         None => None,
     };
+    let grants = match &extra.grants {
+        Some(p) => Some(Arc::new(Watched::open(p, Grants::parse)?)),
+        None => None,
+    };
     let jwt = if cfg.jwks.is_empty() {
         None
     } else {
@@ -157,6 +171,9 @@ pub async fn start_writer(
     }
     if let Some(p) = &posture {
         authorizer = authorizer.posture(p.clone());
+    }
+    if let Some(g) = &grants {
+        authorizer = authorizer.grants(g.clone());
     }
     if let Some(j) = &jwt {
         authorizer = authorizer.jwt(j.clone());
@@ -267,6 +284,7 @@ pub async fn start_writer(
                     _ = rx.wait_for(|s| *s) => return,
                 }
                 let (store, revocations, posture, jwt) = (store.clone(), revocations.clone(), posture.clone(), jwt.clone());
+                let grants = grants.clone();
                 let metrics2 = metrics.clone();
                 // File reads and compiles happen off the async workers.
                 let res = tokio::task::spawn_blocking(move || {
@@ -283,6 +301,11 @@ pub async fn start_writer(
                     if let Some(p) = &posture {
                         if p.reload_if_changed().is_err() {
                             metrics2.reload_error("posture");
+                        }
+                    }
+                    if let Some(g) = &grants {
+                        if g.reload_if_changed().is_err() {
+                            metrics2.reload_error("grants");
                         }
                     }
                     if let Some(j) = &jwt {
@@ -438,6 +461,17 @@ pub fn run_blocking_with(
     workers: usize,
     on_ready: impl FnOnce(&Running),
 ) -> Result<(), ServeError> {
+    run_blocking_files(cfg, ExtraFiles::default(), audit, workers, on_ready)
+}
+
+/// [`run_blocking_with`], also watching `extra` (just-in-time grants).
+pub fn run_blocking_files(
+    cfg: ServeConfig,
+    extra: ExtraFiles,
+    audit: Option<AuditLogConfig>,
+    workers: usize,
+    on_ready: impl FnOnce(&Running),
+) -> Result<(), ServeError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .enable_all()
@@ -447,7 +481,11 @@ pub fn run_blocking_with(
             source,
         })?;
     rt.block_on(async move {
-        let running = start_with(cfg, audit).await?;
+        let writer = match &audit {
+            Some(a) => Some(a.open()?),
+            None => None,
+        };
+        let running = start_writer_files(cfg, writer, extra).await?;
         on_ready(&running);
         wait_for_signal().await;
         tracing::info!("shutting down");

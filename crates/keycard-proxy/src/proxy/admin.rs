@@ -109,6 +109,7 @@ pub struct Watchers {
     pub policies: Option<Arc<PolicyStore>>,
     pub revocations: Option<Arc<Watched<Revocations>>>,
     pub posture: Option<Arc<Watched<PostureDb>>>,
+    pub grants: Option<Arc<Watched<crate::grants::Grants>>>,
 }
 
 /// Re-read changed files every `every`; on a revocation change close the
@@ -132,6 +133,11 @@ pub fn spawn_reload(ctx: Arc<ProxyContext>, w: Watchers, every: Duration) -> Joi
                 if let Some(p) = &w2.posture {
                     if p.reload_if_changed().is_err() {
                         m.reload_error("posture");
+                    }
+                }
+                if let Some(g) = &w2.grants {
+                    if g.reload_if_changed().is_err() {
+                        m.reload_error("grants");
                     }
                 }
                 match &w2.revocations {

@@ -120,6 +120,14 @@ fn sink(target: &LogTarget, what: &str, metrics: &Arc<Metrics>) -> Result<Record
 
 /// Load, bind and serve.
 pub async fn start(cfg: ProxyConfig) -> Result<Running, ProxyError> {
+    start_files(cfg, crate::files::ExtraFiles::default()).await
+}
+
+/// [`start`], also watching `extra` (just-in-time grants).
+pub async fn start_files(
+    cfg: ProxyConfig,
+    extra: crate::files::ExtraFiles,
+) -> Result<Running, ProxyError> {
     if cfg.inbound.is_empty() && cfg.outbound.is_empty() {
         return Err(ProxyError::Config(
             "nothing to do: give --inbound and/or --outbound".into(),
@@ -180,6 +188,14 @@ pub async fn start(cfg: ProxyConfig) -> Result<Running, ProxyError> {
         );
         authorizer = authorizer.posture(w.clone());
         watchers.posture = Some(w);
+    }
+    if let Some(p) = &extra.grants {
+        let w = Arc::new(
+            Watched::open(p, crate::grants::Grants::parse)
+                .map_err(|e| ProxyError::Config(e.to_string()))?,
+        );
+        authorizer = authorizer.grants(w.clone());
+        watchers.grants = Some(w);
     }
     let mut ctx = ProxyContext::new(identity, Arc::new(authorizer));
     ctx.authz_metrics = authz_metrics.clone();

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use keycard_proxy::files::ExtraFiles;
 use keycard_proxy::jwt::{parse_provider_config, JwksSource, ProviderConfig, ProviderKind};
 use keycard_proxy::record::AuditLogConfig;
-use keycard_proxy::serve::{run_blocking_with, DecisionLog, ServeConfig};
+use keycard_proxy::serve::{run_blocking_files, DecisionLog, ServeConfig};
 use keycard_proxy::Mode;
 
 /// The authorization commands.
@@ -186,6 +187,10 @@ pub struct ServeArgs {
     /// Posture attributes per identity (identities: {ID: {attributes, expires}}), watched.
     #[arg(long, value_name = "FILE")]
     pub posture: Option<PathBuf>,
+    /// Just-in-time grants (an agent's enforce/grants.json), watched: an active
+    /// exception grant exempts its principal from the policy it names until it expires.
+    #[arg(long, value_name = "FILE")]
+    pub grants_file: Option<PathBuf>,
     /// Where decision records go (JSON lines): a file (appended) or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub decision_log: Option<String>,
@@ -305,7 +310,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         poll_interval: Duration::from_millis(args.poll_ms),
         accept_unnormalised_paths: args.accept_unnormalised_paths,
     };
-    run_blocking_with(cfg, args.audit.config(), args.workers, |r| {
+    let extra = ExtraFiles {
+        grants: args.grants_file,
+    };
+    run_blocking_files(cfg, extra, args.audit.config(), args.workers, |r| {
         let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
         let policies = r.state.authorizer.policies().current().len();
         // One line on stderr, for people and for scripts that started us on port 0.

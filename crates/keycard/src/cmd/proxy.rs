@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use keycard_proxy::proxy::run::{start, LogTarget, ProxyConfig, SvidSourceConfig};
+use keycard_proxy::files::ExtraFiles;
+use keycard_proxy::proxy::run::{start_files, LogTarget, ProxyConfig, SvidSourceConfig};
 use keycard_proxy::proxy::source::PemFiles;
 use keycard_proxy::proxy::{Expected, Limits, MtlsMode, Protocol};
 use keycard_proxy::Mode;
@@ -121,6 +122,10 @@ pub struct ProxyArgs {
     /// Posture attributes per identity, watched.
     #[arg(long, value_name = "FILE")]
     pub posture: Option<PathBuf>,
+    /// Just-in-time grants (an agent's enforce/grants.json), watched: an active
+    /// exception grant exempts its principal from the policy it names until it expires.
+    #[arg(long, value_name = "FILE")]
+    pub grants_file: Option<PathBuf>,
     /// Decision records (JSON lines): a file (appended) or - for stdout.
     #[arg(long, value_name = "FILE|-")]
     pub decision_log: Option<String>,
@@ -272,6 +277,9 @@ async fn wait_for_signal() {
 
 /// Run `keycard proxy` until SIGINT or SIGTERM.
 pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
+    let extra = ExtraFiles {
+        grants: args.grants_file.clone(),
+    };
     let (cfg, workers) = config(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -279,7 +287,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
         .build()
         .context("runtime")?;
     rt.block_on(async move {
-        let running = start(cfg).await?;
+        let running = start_files(cfg, extra).await?;
         let show = |v: &[SocketAddr]| {
             v.iter()
                 .map(|a| a.to_string())
