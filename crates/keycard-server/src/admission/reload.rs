@@ -160,9 +160,29 @@ impl PushedPolicies {
                 }
                 Err(e) => {
                     tracing::error!(revision, error = %e, "the pushed admission policies do not load; keeping the last good ones");
-                    if self.good.is_none() {
-                        self.good = Some(AdmissionPolicy::load(&self.base)?);
-                        changed = true;
+                    match self.good.take() {
+                        // The exceptions may still have changed: apply
+                        // them over the last good policies.
+                        Some(good) => {
+                            self.good = Some(match self.load_exceptions() {
+                                Ok(ex) => {
+                                    changed = true;
+                                    let rev = format!(
+                                        "{}+exceptions-{revision}",
+                                        good.revision.split('+').next().unwrap_or("")
+                                    );
+                                    good.with_exceptions(ex, Vec::new(), rev)
+                                }
+                                Err(e) => {
+                                    tracing::error!(revision, error = %e, "the pushed exceptions do not load either");
+                                    good
+                                }
+                            });
+                        }
+                        None => {
+                            self.good = Some(AdmissionPolicy::load(&self.base)?);
+                            changed = true;
+                        }
                     }
                 }
             }
@@ -175,6 +195,17 @@ impl PushedPolicies {
             (Some(p), true) => Ok(Some(with_grants(p, &self.grants, now))),
             _ => Ok(None),
         }
+    }
+
+    /// `base`'s exceptions and every stored exceptions document.
+    fn load_exceptions(&self) -> Result<Option<keycard_policy::exceptions::Exceptions>, LoadError> {
+        let docs = policies::list(self.state.store().as_ref(), EXCEPTION).map_err(store_err)?;
+        let mut opts = self.base.clone();
+        for d in &docs {
+            let file = d.kind.file_name(&d.name, &d.text);
+            opts.exception_sources.push((file, d.text.clone()));
+        }
+        AdmissionPolicy::load_exceptions(&opts)
     }
 
     /// Compiles `base` with every stored Rego and Gatekeeper document and
@@ -455,13 +486,31 @@ impl WatchedFiles {
                 continue;
             }
             let whole = format!("{p}{e}");
-            let next = if p != policies {
-                self.options()
-                    .and_then(|o| AdmissionPolicy::load(&o))
-                    .and_then(|c| self.with_current_exceptions(&c, &whole))
+            let compiled = if p != policies {
+                // Compiled without the exceptions, which load on their own.
+                let compile = self.options().and_then(|mut o| {
+                    o.exceptions = None;
+                    o.exception_sources.clear();
+                    AdmissionPolicy::load(&o)
+                });
+                match compile {
+                    Ok(c) => Some(c),
+                    Err(err) => {
+                        // The exceptions may still have changed: apply
+                        // them over the last good policies.
+                        tracing::error!(error = %err, policy = %good.revision, "changed admission policy files do not load; keeping the last good ones");
+                        None
+                    }
+                }
             } else {
-                self.with_current_exceptions(&good, &whole)
+                None
             };
+            if compiled.is_none() && e == exceptions {
+                // Nothing that loads changed.
+                policies = p;
+                continue;
+            }
+            let next = self.with_current_exceptions(compiled.as_ref().unwrap_or(&good), &whole);
             // Whatever happens, this version of the files has been tried.
             policies = p;
             exceptions = e;
@@ -472,7 +521,12 @@ impl WatchedFiles {
                     webhook.set_policy(next);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, policy = %good.revision, "changed admission policy files do not load; keeping the last good ones");
+                    tracing::error!(error = %e, policy = %good.revision, "changed admission exception files do not load; keeping the last good ones");
+                    if let Some(c) = compiled {
+                        let revision = format!("files-{}", short_digest(&whole));
+                        good = c.with_exceptions(good.exceptions.clone(), Vec::new(), revision);
+                        webhook.set_policy(good.clone());
+                    }
                 }
             }
         }
