@@ -208,3 +208,44 @@ async fn the_webhook_follows_an_enforce_directory_and_keeps_the_last_good_policy
         .unwrap();
     until(&webhook, "api", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exceptions_changed_with_a_broken_policy_still_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enforce = tmp.path().join("enforce");
+    let admission = enforce.join(ADMISSION_DIR);
+    std::fs::create_dir_all(&admission).unwrap();
+    std::fs::write(admission.join("names.rego"), rego("api")).unwrap();
+    let watched = WatchedFiles::new(
+        PolicyOptions {
+            packs: vec!["none".into()],
+            ..PolicyOptions::default()
+        },
+        Some(enforce.clone()),
+    );
+    let initial = watched.load().unwrap();
+    let webhook = Arc::new(Webhook::new(
+        initial.clone(),
+        WebhookConfig::default(),
+        None,
+    ));
+    let _watch = watched
+        .watch(initial, Arc::clone(&webhook), Duration::from_millis(50))
+        .unwrap();
+    assert!(!allowed(&webhook, "u-1", "api").await);
+    // Both change at once: the policy breaks, an exception for api arrives.
+    std::fs::write(
+        admission.join("names.rego"),
+        "package team.names\ndeny contains x if {\n",
+    )
+    .unwrap();
+    std::fs::write(
+        enforce.join("exceptions.yaml"),
+        "exceptions:\n- rule: team-no-api\n  owner: team@example.com\n  reason: r\n  expires: 2099-12-31\n",
+    )
+    .unwrap();
+    until(&webhook, "api", true).await;
+    // The last good policy is still the one in force.
+    std::fs::remove_file(enforce.join("exceptions.yaml")).unwrap();
+    until(&webhook, "api", false).await;
+}
