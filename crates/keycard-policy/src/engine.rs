@@ -18,7 +18,7 @@ use regorus::MemoryBudgetConfig;
 use serde_json::{json, Map, Value};
 
 use crate::error::{EvalError, PolicyError};
-use crate::finding::{Enforcement, Finding};
+use crate::finding::{Controls, Enforcement, Finding};
 use crate::gatekeeper::GatekeeperLibrary;
 use crate::metadata::{parse_annotations, ModuleInfo, RuleMeta, Scope, OUTPUT_RULES};
 use crate::native::{self, NativeInventory, RuleFn};
@@ -55,6 +55,28 @@ struct RuleInfo {
     needs_pod: bool,
     /// A built-in rule: always a set (`deny contains ...`), never a boolean.
     builtin: bool,
+    /// The texts every finding of the rule shares.
+    shared: SharedTexts,
+}
+
+/// A rule's texts as its findings carry them, made once.
+#[derive(Debug, Clone)]
+struct SharedTexts {
+    title: Arc<str>,
+    remediation: Arc<str>,
+    description: Arc<str>,
+    controls: Arc<Controls>,
+}
+
+impl SharedTexts {
+    fn new(meta: &RuleMeta) -> Self {
+        SharedTexts {
+            title: meta.title.as_str().into(),
+            remediation: meta.remediation.as_str().into(),
+            description: meta.description.as_str().into(),
+            controls: Arc::new(meta.controls.clone()),
+        }
+    }
 }
 
 impl RuleInfo {
@@ -485,6 +507,7 @@ fn push_rules(rules: &mut Vec<RuleInfo>, policy: &str, info: &ModuleInfo, builti
                 kind,
                 needs_pod: builtin && meta.scope == Scope::Pod,
                 builtin,
+                shared: SharedTexts::new(&meta),
                 meta,
             });
         }
@@ -1340,16 +1363,16 @@ fn push_findings(found: Vec<Parts<'_>>, obj: &Object, out: &mut Vec<Finding>) {
             } else {
                 Severity::High
             }),
-            title: rule.meta.title.clone(),
+            title: rule.shared.title.clone(),
             message,
-            remediation: rule.meta.remediation.clone(),
+            remediation: rule.shared.remediation.clone(),
             resource: resource.clone(),
             file: file.clone(),
             line: obj.source.line,
             path,
             value,
-            description: rule.meta.description.clone(),
-            controls: rule.meta.controls.clone(),
+            description: rule.shared.description.clone(),
+            controls: rule.shared.controls.clone(),
             enforcement: if rule.kind == "warn" {
                 Enforcement::Warn
             } else {
@@ -1457,7 +1480,7 @@ mod tests {
         assert_eq!(f[1].rule, "team-labels");
         assert_eq!(f[1].enforcement, Enforcement::Warn);
         assert_eq!(f[1].path.as_deref(), Some("metadata.labels.owner"));
-        assert_eq!(f[1].title, "Labels");
+        assert_eq!(&*f[1].title, "Labels");
     }
 
     #[test]

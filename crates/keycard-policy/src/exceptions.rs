@@ -427,9 +427,9 @@ mod tests {
             rule: rule.into(),
             policy: policy.into(),
             severity: keycard_core::Severity::High,
-            title: String::new(),
+            title: "".into(),
             message: "m".into(),
-            remediation: String::new(),
+            remediation: "".into(),
             resource: keycard_core::ResourceRef {
                 api_version: "apps/v1".into(),
                 kind: kind.into(),
@@ -440,8 +440,8 @@ mod tests {
             line: 1,
             path: None,
             value: None,
-            description: String::new(),
-            controls: BTreeMap::new(),
+            description: "".into(),
+            controls: Default::default(),
             enforcement: crate::finding::Enforcement::Deny,
             exception: None,
         }

@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use keycard_core::{ResourceRef, Severity};
 use serde::Serialize;
@@ -23,16 +24,20 @@ pub struct ExceptionState {
     pub line: usize,
 }
 
+/// A rule's compliance controls (framework to control ids).
+pub type Controls = BTreeMap<String, Vec<String>>;
+
 /// One explained finding: which policy and rule fired on which object, why,
-/// and what to do about it.
+/// and what to do about it. The rule's own texts (title, remediation,
+/// description, controls) are shared by every finding of the rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     pub rule: String,
     pub policy: String,
     pub severity: Severity,
-    pub title: String,
+    pub title: Arc<str>,
     pub message: String,
-    pub remediation: String,
+    pub remediation: Arc<str>,
     pub resource: ResourceRef,
     pub file: String,
     pub line: usize,
@@ -44,9 +49,9 @@ pub struct Finding {
     pub value: Option<serde_json::Value>,
     /// Rationale of the rule: why it matters.
     #[serde(skip)]
-    pub description: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub controls: BTreeMap<String, Vec<String>>,
+    pub description: Arc<str>,
+    #[serde(skip_serializing_if = "no_controls")]
+    pub controls: Arc<Controls>,
     pub enforcement: Enforcement,
     pub exception: Option<ExceptionState>,
 }
@@ -63,4 +68,8 @@ impl Finding {
             }
         }
     }
+}
+
+fn no_controls(c: &Arc<Controls>) -> bool {
+    c.is_empty()
 }

@@ -45,5 +45,5 @@ pub use engine::{
     Evaluator, PolicySet, PolicySetBuilder, PssLevel, DEFAULT_MEMORY_LIMIT, LATEST_PSS_VERSION,
 };
 pub use error::{EvalError, PolicyError};
-pub use finding::{Enforcement, ExceptionState, Finding};
+pub use finding::{Controls, Enforcement, ExceptionState, Finding};
 pub use metadata::{parse_annotations, RuleMeta, Scope};

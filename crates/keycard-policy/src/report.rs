@@ -148,7 +148,7 @@ impl CheckReport {
                     let title = if f.title.is_empty() {
                         f.rule.as_str()
                     } else {
-                        f.title.as_str()
+                        &*f.title
                     };
                     let _ = writeln!(
                         out,
@@ -260,14 +260,14 @@ impl CheckReport {
             .filter_map(|id| self.findings.iter().find(|f| f.rule == *id))
             .map(|f| {
                 let mut tags = vec!["security".to_string(), f.policy.clone()];
-                for (k, ids) in &f.controls {
+                for (k, ids) in f.controls.iter() {
                     tags.extend(ids.iter().map(|i| format!("{k}:{i}")));
                 }
                 json!({
                     "id": f.rule,
                     "name": f.title.replace(' ', ""),
-                    "shortDescription": {"text": if f.title.is_empty() { f.rule.clone() } else { f.title.clone() }},
-                    "fullDescription": {"text": if f.description.is_empty() { f.message.clone() } else { f.description.clone() }},
+                    "shortDescription": {"text": if f.title.is_empty() { &f.rule } else { &*f.title }},
+                    "fullDescription": {"text": if f.description.is_empty() { &f.message } else { &*f.description }},
                     "help": {"text": f.remediation, "markdown": f.remediation},
                     "defaultConfiguration": {"level": sarif_level(f.severity)},
                     "properties": {
@@ -518,7 +518,7 @@ mod tests {
             path: Some("spec.x".into()),
             value: Some(json!(true)),
             description: "because".into(),
-            controls: BTreeMap::new(),
+            controls: Default::default(),
             enforcement: Enforcement::Deny,
             exception: None,
         }
@@ -529,7 +529,7 @@ mod tests {
         let mut controls = BTreeMap::new();
         controls.insert("cis".to_string(), vec!["5.2.1".to_string()]);
         let mut b = finding("b", Severity::Critical);
-        b.controls = controls;
+        b.controls = controls.into();
         b.path = None;
         let r = CheckReport {
             findings: vec![finding("a", Severity::Medium), b],

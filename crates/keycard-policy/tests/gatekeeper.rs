@@ -219,7 +219,7 @@ fn title_and_description_come_from_the_template() {
         .unwrap();
     let f = lib.evaluate(ns).unwrap();
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].title, "Required Labels");
+    assert_eq!(&*f[0].title, "Required Labels");
     assert!(f[0]
         .description
         .starts_with("Objects must carry the labels"));
@@ -233,7 +233,7 @@ fn title_and_description_come_from_the_template() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: team-shared}\nspec: {selector: {app: none}}\n",
     );
     let f = lib2.evaluate(&svc[0]).unwrap();
-    assert_eq!(f[0].title, "K8sServiceHasPods");
+    assert_eq!(&*f[0].title, "K8sServiceHasPods");
     assert_eq!(lib2.evaluate(pod).unwrap().len(), 1);
 }
 
