@@ -395,6 +395,17 @@ pub struct NetpolEvalArgs {
     /// Add the policy and rule that allowed each connection.
     #[arg(long)]
     pub explain: bool,
+    /// Treat the cluster as dual-stack (or IPv6-only): list the IPv6
+    /// outside world as external peers too.
+    ///
+    /// keycard detects dual-stack from Pods' status.podIPs, which manifests
+    /// such as Deployments never carry; without this flag their IPv6 ipBlock
+    /// rules stay out of the report. With it the IPv6 space is cut at every
+    /// IPv6 ipBlock and except, and each piece is listed with what it may
+    /// reach or be reached by. Workload-to-workload and IPv4 results are the
+    /// same either way; `simulate` and `drift` judge IPv6 flows regardless.
+    #[arg(long)]
+    pub dual_stack: bool,
     /// Fail (exit 2) on any unreadable input or invalid policy, instead of
     /// reporting it on stderr and skipping it.
     #[arg(long)]

@@ -252,3 +252,135 @@ fn generate_then_simulate_then_drift() {
     assert_eq!(dd.status.code(), Some(1));
     assert!(text(&dd.stdout).contains("0 added, 5 removed, 0 changed"));
 }
+
+/// keycard flow records of shop/api calling IPv6 services (one spelled in
+/// capitals) and an IPv4 one written as IPv4-mapped IPv6.
+const V6_RECORDS: &str = r#"{"time":"2024-05-01T10:00:00Z","src":{"namespace":"shop","workload":{"kind":"Deployment","name":"api"},"port":40000},"dst":{"address":"2001:DB8:5::10","port":443},"protocol":"TCP","verdict":"allow"}
+{"time":"2024-05-01T10:00:01Z","src":{"namespace":"shop","workload":{"kind":"Deployment","name":"api"},"port":40001},"dst":{"address":"fd00:99::1","port":8443},"protocol":"TCP","verdict":"allow"}
+{"time":"2024-05-01T10:00:02Z","src":{"namespace":"shop","workload":{"kind":"Deployment","name":"api"},"port":40002},"dst":{"address":"::ffff:203.0.113.9","port":443},"protocol":"TCP","verdict":"allow"}
+"#;
+
+/// Edges written by hand or by another tool: a non-canonical IPv6 address,
+/// an IPv6 block, and something that is no address at all.
+const V6_EDGES: &str = r#"{"src":{"type":"workload","namespace":"shop","kind":"Deployment","name":"api"},"dst":{"type":"external","address":"2001:0DB8:0:0:0:0:0:0007"},"protocol":"TCP","port":443,"verdict":"allowed","count":1,"first_seen":"2024-05-01T10:00:00Z","last_seen":"2024-05-01T10:00:00Z"}
+{"src":{"type":"workload","namespace":"shop","kind":"Deployment","name":"api"},"dst":{"type":"external","address":"2001:db8:77::1/48"},"protocol":"TCP","port":443,"verdict":"allowed","count":1,"first_seen":"2024-05-01T10:00:00Z","last_seen":"2024-05-01T10:00:00Z"}
+{"src":{"type":"workload","namespace":"shop","kind":"Deployment","name":"api"},"dst":{"type":"external","address":"payments.example"},"protocol":"TCP","port":443,"verdict":"allowed","count":1,"first_seen":"2024-05-01T10:00:00Z","last_seen":"2024-05-01T10:00:00Z"}
+"#;
+
+#[test]
+fn ipv6_peers_become_canonical_ipblocks_and_dual_stack_lists_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("v6.jsonl");
+    std::fs::write(&records, V6_RECORDS).unwrap();
+    let edges = dir.path().join("edges.jsonl");
+    let inv = f("inventory.yaml");
+    let e = edges.display().to_string();
+    let o = run(&[
+        "flows",
+        "ingest",
+        &records.display().to_string(),
+        "--inventory",
+        &inv,
+        "-o",
+        &e,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut all = std::fs::read_to_string(&edges).unwrap();
+    all.push_str(V6_EDGES);
+    std::fs::write(&edges, all).unwrap();
+
+    // generate: /128 and /32 in canonical form, the block as its network,
+    // and a warning (not a broken policy) for the peer that is no address.
+    let g = run(&["netpol", "generate", &e, "--inventory", &inv]);
+    assert_eq!(g.status.code(), Some(0), "{}", text(&g.stderr));
+    let yaml = text(&g.stdout);
+    for want in [
+        "cidr: 2001:db8:5::10/128",
+        "cidr: fd00:99::1/128",
+        "cidr: 203.0.113.9/32",
+        "cidr: 2001:db8::7/128",
+        "cidr: 2001:db8:77::/48",
+    ] {
+        assert!(yaml.contains(want), "missing {want:?} in:\n{yaml}");
+    }
+    assert!(!yaml.contains("::ffff:") && !yaml.contains("DB8"), "{yaml}");
+    assert!(!yaml.contains("payments.example"), "{yaml}");
+    let err = text(&g.stderr);
+    assert!(
+        err.contains("external peer \"payments.example\" is not an IP address or CIDR"),
+        "{err}"
+    );
+    let pol = dir.path().join("policies");
+    std::fs::create_dir(&pol).unwrap();
+    std::fs::write(pol.join("shop.yaml"), &yaml).unwrap();
+    let p = pol.display().to_string();
+
+    // The generated policies are valid and allow everything observed; the
+    // peer that is no address cannot be placed and is named.
+    let s = run(&[
+        "netpol",
+        "simulate",
+        &e,
+        "--inventory",
+        &inv,
+        "--policies",
+        &p,
+    ]);
+    let sim = text(&s.stdout);
+    assert_eq!(s.status.code(), Some(0), "{sim}{}", text(&s.stderr));
+    assert!(
+        sim.contains("coverage: 100.0% of observed connections allowed (5 of 5"),
+        "{sim}"
+    );
+    assert!(sim.contains("payments.example[External]"), "{sim}");
+
+    // eval: manifests carry no pod IPs, so without --dual-stack the report
+    // is IPv4-only and the IPv6 ipBlocks do not show...
+    let v4 = run(&["netpol", "eval", &inv, &p, "--strict"]);
+    assert_eq!(v4.status.code(), Some(0), "{}", text(&v4.stderr));
+    let v4 = text(&v4.stdout);
+    assert!(
+        v4.contains("shop/api[Deployment] => 203.0.113.9-203.0.113.9[External] : TCP 443"),
+        "{v4}"
+    );
+    assert!(
+        !v4.contains("::"),
+        "an IPv6 peer without --dual-stack:\n{v4}"
+    );
+    // ...with it, each IPv6 block is an external peer with its port, and
+    // everything else is as before.
+    let ds = run(&["netpol", "eval", &inv, &p, "--strict", "--dual-stack"]);
+    assert_eq!(ds.status.code(), Some(0), "{}", text(&ds.stderr));
+    let ds = text(&ds.stdout);
+    for want in [
+        "shop/api[Deployment] => 2001:db8:5::10-2001:db8:5::10[External] : TCP 443",
+        "shop/api[Deployment] => fd00:99::1-fd00:99::1[External] : TCP 8443",
+        "shop/api[Deployment] => 2001:db8::7-2001:db8::7[External] : TCP 443",
+        "shop/api[Deployment] => 2001:db8:77::-2001:db8:77:ffff:ffff:ffff:ffff:ffff[External] : TCP 443",
+    ] {
+        assert!(ds.lines().any(|l| l == want), "missing {want:?} in:\n{ds}");
+    }
+    assert!(
+        !ds.contains("shop/api[Deployment] => 2001:db8::8-"),
+        "a neighbour of a /128 is not allowed:\n{ds}"
+    );
+    for line in v4.lines() {
+        assert!(
+            ds.lines().any(|l| l == line),
+            "{line:?} lost with --dual-stack"
+        );
+    }
+    // JSON says the same.
+    let js = run(&["netpol", "eval", &inv, &p, "--dual-stack", "-o", "json"]);
+    let js: Value = serde_json::from_slice(&js.stdout).unwrap();
+    assert!(
+        js.to_string().contains("fd00:99::1-fd00:99::1[External]"),
+        "{js}"
+    );
+    // --help says what the flag changes.
+    let h = text(&run(&["netpol", "eval", "--help"]).stdout);
+    assert!(
+        h.contains("--dual-stack") && h.contains("IPv6 ipBlock"),
+        "{h}"
+    );
+}

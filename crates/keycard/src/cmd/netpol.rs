@@ -21,7 +21,8 @@ pub fn eval(args: NetpolEvalArgs) -> anyhow::Result<u8> {
     for e in &loaded.errors {
         eprintln!("error: {e}");
     }
-    let (cluster, diagnostics) = Cluster::from_objects(&loaded.objects);
+    let (mut cluster, diagnostics) = Cluster::from_objects(&loaded.objects);
+    cluster.dual_stack |= args.dual_stack;
     for d in &diagnostics {
         let level = if d.warning { "warning" } else { "error" };
         eprintln!(
