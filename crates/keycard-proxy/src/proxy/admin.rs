@@ -19,6 +19,13 @@ use super::{ListenerHandle, ProxyContext, ProxyError};
 use crate::files::{PostureDb, Revocations, Watched};
 use crate::loader::{PolicyStore, Reload};
 
+/// The decision log fails closed and cannot take records: every request is refused.
+fn log_closed(ctx: &ProxyContext) -> bool {
+    ctx.audit.as_ref().is_some_and(|a| {
+        a.writer().mode() == keycard_audit::FailureMode::FailClosed && !a.writer().available()
+    })
+}
+
 fn respond(ctx: &ProxyContext, path: &str) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match path {
         "/metrics" => {
@@ -31,6 +38,9 @@ fn respond(ctx: &ProxyContext, path: &str) -> Response<Full<Bytes>> {
             }
             let mut text = strip_eof(ctx.authz_metrics.encode());
             text.push_str(&ctx.metrics.encode());
+            if let Some(a) = &ctx.audit {
+                text.push_str(&a.encode_metrics());
+            }
             text.push_str("# EOF\n");
             (
                 StatusCode::OK,
@@ -40,7 +50,14 @@ fn respond(ctx: &ProxyContext, path: &str) -> Response<Full<Bytes>> {
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => {
-            if ctx.identity.is_ready() {
+            if log_closed(ctx) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: the decision log cannot take records (requests are refused)\n"
+                        .to_string(),
+                )
+            } else if ctx.identity.is_ready() {
                 (StatusCode::OK, "text/plain", "ready\n".to_string())
             } else {
                 (
@@ -160,4 +177,139 @@ pub fn spawn_reload(ctx: Arc<ProxyContext>, w: Watchers, every: Duration) -> Joi
             }
         }
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use http_body_util::BodyExt;
+    use keycard_audit::writer::{DecisionWriter, Rejected, WriterStats};
+    use keycard_audit::{FailureMode, Record};
+    use keycard_identity::{Ca, CaConfig, MemoryKeyStore, RootSource, SvidOptions};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::proxy::{Bundles, IdentityState, Svid};
+    use crate::{compile_str, Authorizer, Mode};
+
+    /// A decision log that is up or down on command.
+    struct Switchable {
+        up: AtomicBool,
+        mode: FailureMode,
+    }
+
+    impl DecisionWriter for Switchable {
+        fn available(&self) -> bool {
+            self.up.load(Ordering::Acquire)
+        }
+        fn submit(&self, _rec: Record) -> Result<(), Rejected> {
+            Ok(())
+        }
+        fn try_submit(&self, _rec: Record) -> Result<(), Rejected> {
+            Ok(())
+        }
+        fn stats(&self) -> WriterStats {
+            WriterStats {
+                available: self.available(),
+                ..WriterStats::default()
+            }
+        }
+        fn mode(&self) -> FailureMode {
+            self.mode
+        }
+        fn unavailable_reason(&self) -> Rejected {
+            Rejected::WriteFailed("disk full".into())
+        }
+        fn shutdown(&self, _timeout: Duration) -> bool {
+            true
+        }
+    }
+
+    /// A ready proxy context (SVID and bundle loaded) whose decision log is `w`.
+    fn ctx(w: Arc<Switchable>) -> ProxyContext {
+        let ca = Ca::open(
+            CaConfig::new("example.org".parse().unwrap(), "t"),
+            RootSource::Generate,
+            &mut keycard_store::MemoryStore::new(),
+            &MemoryKeyStore::new(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let id = "spiffe://example.org/ns/prod/sa/api".parse().unwrap();
+        let (s, key) = ca
+            .mint_x509_svid_with_key(&id, &SvidOptions::default(), SystemTime::now())
+            .unwrap();
+        let svid = Svid::new(
+            s.chain,
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.pkcs8_der().to_vec())),
+        )
+        .unwrap();
+        let mut bundles = Bundles::new();
+        bundles
+            .insert(ca.trust_domain().as_str(), &ca.bundle().x509_authorities)
+            .unwrap();
+        let authorizer = Arc::new(Authorizer::with_policies(
+            compile_str("none", "", Mode::Enforce).unwrap(),
+        ));
+        let mut ctx = ProxyContext::new(IdentityState::with(svid, bundles), authorizer);
+        ctx.audit = Some(Arc::new(crate::record::AuditSink::new(
+            w,
+            keycard_audit::EnforcementPoint::Proxy,
+            None,
+            ctx.authz_metrics.clone(),
+        )));
+        ctx
+    }
+
+    async fn get(ctx: &ProxyContext, path: &str) -> (StatusCode, String) {
+        let r = respond(ctx, path);
+        let status = r.status();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_and_metrics_follow_the_decision_log() {
+        let w = Arc::new(Switchable {
+            up: AtomicBool::new(true),
+            mode: FailureMode::FailClosed,
+        });
+        let ctx = ctx(w.clone());
+        assert_eq!(get(&ctx, "/readyz").await.0, StatusCode::OK);
+        let (_, m) = get(&ctx, "/metrics").await;
+        assert!(m.contains("keycard_audit_available 1\n"), "{m}");
+        assert!(
+            m.ends_with("# EOF\n") && m.matches("# EOF").count() == 1,
+            "{m}"
+        );
+        let audit_at = m.find("keycard_audit_available").unwrap();
+        assert!(audit_at < m.find("# EOF").unwrap());
+
+        // Failing closed: not ready, and the gauge says so.
+        w.up.store(false, Ordering::Release);
+        let (status, body) = get(&ctx, "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("decision log"), "{body}");
+        let (_, m) = get(&ctx, "/metrics").await;
+        assert!(m.contains("keycard_audit_available 0\n"), "{m}");
+        assert!(m.ends_with("# EOF\n"), "{m}");
+
+        // Back: ready again.
+        w.up.store(true, Ordering::Release);
+        assert_eq!(get(&ctx, "/readyz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_fail_open_log_that_is_down_keeps_the_proxy_ready() {
+        let w = Arc::new(Switchable {
+            up: AtomicBool::new(false),
+            mode: FailureMode::FailOpen,
+        });
+        let ctx = ctx(w);
+        assert_eq!(get(&ctx, "/readyz").await.0, StatusCode::OK);
+        let (_, m) = get(&ctx, "/metrics").await;
+        assert!(m.contains("keycard_audit_available 0\n"), "{m}");
+    }
 }
