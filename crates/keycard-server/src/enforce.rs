@@ -6,7 +6,7 @@
 //! | `revocations.json` | `--revocations` | revoked SPIFFE IDs (identities and banned agents) and serials in force |
 //! | `posture.json` | `--posture` | posture signals in force, with their expiry |
 //! | `policies/` | `--policy-dir` | the `authz` policies, one file per API policy |
-//! | `admission/` | `keycard admission serve --policy` | the `rego` and `gatekeeper` policies |
+//! | `admission/` | `keycard admission serve --enforce-dir` | the `rego` and `gatekeeper` policies |
 //! | `exceptions.yaml` | `--exceptions` | every exception document, merged |
 //! | `grants.json` | `--grants-file` | grants, with their status and expiry |
 //! | `state.json` | people | the versions the files are at |
