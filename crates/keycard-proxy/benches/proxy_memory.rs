@@ -86,7 +86,7 @@ fn keycard_bin() -> PathBuf {
     if let Ok(p) = std::env::var("KEYCARD_BIN") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/rel-proxy/release/keycard")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/release/keycard")
 }
 
 async fn app() -> SocketAddr {

@@ -275,8 +275,36 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The global allocator (mimalloc, linked through regorus) commits its
+/// first arena eagerly on Linux, and freed pages of an eagerly committed
+/// arena are only reset, not decommitted: they stay resident. Its options
+/// are read from the environment at the first allocation, before `main`,
+/// so the proxy turns eager commit off by re-executing itself once with
+/// `MIMALLOC_ARENA_EAGER_COMMIT=0` (measured: 25 MB resident idle without
+/// it, 14 MB with it). If that fails it carries on as it is.
+#[cfg(target_os = "linux")]
+fn reexec_with_lazy_commit() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+    if std::env::var_os(VAR).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(argv0) = args.next() {
+        cmd.arg0(argv0);
+    }
+    let err = cmd.args(args).env(VAR, "0").exec();
+    tracing::debug!(error = %err, "re-executing with lazy heap commit failed; carrying on");
+}
+
 /// Run `keycard proxy` until SIGINT or SIGTERM.
 pub fn run(args: ProxyArgs) -> anyhow::Result<u8> {
+    #[cfg(target_os = "linux")]
+    reexec_with_lazy_commit();
     let extra = ExtraFiles {
         grants: args.grants_file.clone(),
     };
