@@ -249,3 +249,37 @@ async fn exceptions_changed_with_a_broken_policy_still_apply() {
     std::fs::remove_file(enforce.join("exceptions.yaml")).unwrap();
     until(&webhook, "api", false).await;
 }
+
+/// A change made after the load but before the watch thread first looks
+/// (under load the thread can start late) is still picked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_between_the_load_and_the_watch_is_seen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let enforce = tmp.path().join("enforce");
+    let admission = enforce.join(ADMISSION_DIR);
+    std::fs::create_dir_all(&admission).unwrap();
+    std::fs::write(admission.join("names.rego"), rego("api")).unwrap();
+    let watched = WatchedFiles::new(
+        PolicyOptions {
+            packs: vec!["none".into()],
+            ..PolicyOptions::default()
+        },
+        Some(enforce.clone()),
+    );
+    let initial = watched.load().unwrap();
+    let webhook = Arc::new(Webhook::new(
+        initial.clone(),
+        WebhookConfig::default(),
+        None,
+    ));
+    assert!(!allowed(&webhook, "u-1", "api").await);
+    std::fs::write(
+        enforce.join("exceptions.yaml"),
+        "exceptions:\n- rule: team-no-api\n  owner: team@example.com\n  reason: r\n  expires: 2099-12-31\n",
+    )
+    .unwrap();
+    let _watch = watched
+        .watch(initial, Arc::clone(&webhook), Duration::from_millis(50))
+        .unwrap();
+    until(&webhook, "api", true).await;
+}

@@ -422,8 +422,11 @@ impl WatchedFiles {
 
     /// Loads everything now (blocking).
     pub fn load(&self) -> Result<AdmissionPolicy, LoadError> {
+        // Taken before reading, so a change made while loading is seen by
+        // the watch as a change.
+        let fingerprint = self.fingerprint();
         let compiled = AdmissionPolicy::load(&self.options()?)?;
-        self.with_current_exceptions(&compiled, &self.fingerprint())
+        self.with_current_exceptions(&compiled, &fingerprint)
     }
 
     /// `compiled`'s policies with the exceptions and grants on disk now.
@@ -472,9 +475,16 @@ impl WatchedFiles {
         every: Duration,
         stop: &std_mpsc::Receiver<()>,
     ) {
-        let mut good = initial;
         let mut policies = fingerprint(&self.policy_paths());
         let mut exceptions = fingerprint(&self.exception_paths());
+        if initial.revision != format!("files-{}", short_digest(&format!("{policies}{exceptions}")))
+        {
+            // The files changed after `initial` was loaded (this thread
+            // may start well after that): try all of them again.
+            policies.clear();
+            exceptions.clear();
+        }
+        let mut good = initial;
         loop {
             match stop.recv_timeout(every) {
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
