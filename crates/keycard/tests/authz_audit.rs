@@ -13,27 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bootstrap, envoy_path, free_port, get, upstream, Kill};
-
-// Without metadata.namespace a policy applies to every workload (no mTLS
-// here, so the destination has no SPIFFE ID and no namespace).
-const POLICIES: &str = r#"apiVersion: keycard.dev/v1
-kind: AuthorizationPolicy
-metadata: {name: app-readers}
-spec:
-  rules:
-  - name: reads
-    to: [{operation: {methods: [GET], paths: ["/allowed/*", "/denied/*"]}}]
----
-apiVersion: keycard.dev/v1
-kind: AuthorizationPolicy
-metadata: {name: block-denied}
-spec:
-  action: DENY
-  rules:
-  - name: denied-paths
-    to: [{operation: {paths: ["/denied/*"]}}]
-"#;
+use common::{bootstrap, envoy_path, free_port, get, upstream, Kill, POLICIES};
 
 /// Start keycard with the decision log in `dir/log`; (child, grpc port).
 fn start_keycard(dir: &std::path::Path) -> (Kill, u16) {

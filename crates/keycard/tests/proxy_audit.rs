@@ -10,8 +10,8 @@
 //! take records makes the proxy answer 503 `decision-log-unavailable`
 //! without forwarding, until writes succeed again.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ const TD: &str = "proxy-audit.test";
 const APP_ID: &str = "spiffe://proxy-audit.test/app";
 
 mod common;
-use common::{free_port, Kill};
+use common::{free_port, Kill, Resp, POLICIES};
 
 fn keycard() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keycard"));
@@ -123,74 +123,10 @@ fn app() -> (u16, Arc<AtomicU64>) {
     (port, hits)
 }
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, k: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One GET on its own connection, with `x-request-id: id`.
 fn get(port: u16, path: &str, id: &str) -> std::io::Result<Resp> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(5),
-    )?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: app.local\r\nx-request-id: {id}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.take(1 << 20).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no response head: {text:?}")))?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Ok(Resp {
-        status,
-        headers,
-        body: body.to_string(),
-    })
+    common::get(port, path, &format!("x-request-id: {id}\r\n"))
 }
-
-// Without metadata.namespace a policy applies to every workload.
-const POLICIES: &str = r#"apiVersion: keycard.dev/v1
-kind: AuthorizationPolicy
-metadata: {name: app-readers}
-spec:
-  rules:
-  - name: reads
-    to: [{operation: {methods: [GET], paths: ["/allowed/*", "/denied/*"]}}]
----
-apiVersion: keycard.dev/v1
-kind: AuthorizationPolicy
-metadata: {name: block-denied}
-spec:
-  action: DENY
-  rules:
-  - name: denied-paths
-    to: [{operation: {paths: ["/denied/*"]}}]
-"#;
 
 /// The proxy's ports as it reported them.
 struct Proxy {

@@ -188,3 +188,25 @@ pub fn bootstrap(listen: u16, keycard_grpc: u16, upstream: u16) -> String {
 "#
     )
 }
+
+/// Two policies every test here uses: GET on /allowed/* and /denied/* is
+/// allowed, anything under /denied/* is denied (rule `denied-paths` of
+/// `block-denied`). Without metadata.namespace a policy applies to every
+/// workload.
+pub const POLICIES: &str = r#"apiVersion: keycard.dev/v1
+kind: AuthorizationPolicy
+metadata: {name: app-readers}
+spec:
+  rules:
+  - name: reads
+    to: [{operation: {methods: [GET], paths: ["/allowed/*", "/denied/*"]}}]
+---
+apiVersion: keycard.dev/v1
+kind: AuthorizationPolicy
+metadata: {name: block-denied}
+spec:
+  action: DENY
+  rules:
+  - name: denied-paths
+    to: [{operation: {paths: ["/denied/*"]}}]
+"#;
