@@ -1,0 +1,1 @@
+//! Progress between two assessments.
