@@ -26,6 +26,7 @@ pub mod identities;
 pub mod input;
 pub mod maturity;
 pub mod model;
+pub mod objects;
 pub mod rbac;
 pub mod report;
 pub mod workloads;
