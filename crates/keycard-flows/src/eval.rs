@@ -946,6 +946,62 @@ pub fn explain_pair(cluster: &Cluster, src: &str, dst: &str) -> Option<Connectio
     })
 }
 
+/// The connections into the given destination workloads only (indices in
+/// [`Cluster::workloads`]), from every other workload and from the outside
+/// world, decided exactly as [`evaluate`] decides them. An assessment asks
+/// who reaches its data stores; deciding only the pairs that end at them
+/// keeps that linear in the cluster's size instead of quadratic. Sorted as
+/// the connlist sorts them.
+pub fn connections_to(cluster: &Cluster, dsts: &[usize]) -> Vec<Connection> {
+    let comp = Compiled::new(cluster, None);
+    let outside: Vec<(Peer, String)> = external_intervals(cluster, true)
+        .into_iter()
+        .map(Peer::External)
+        .map(|p| (p, peer_name(cluster, p)))
+        .collect();
+    let mut out = Vec::new();
+    for &d in dsts {
+        let Some(dw) = cluster.workloads.get(d) else {
+            continue;
+        };
+        let d_net = cluster.network_of(dw);
+        let d_name = cluster.peer_name(dw);
+        let mut push = |src: String, conn: Option<(String, Vec<String>)>| {
+            if let Some((conn, explanation)) = conn {
+                out.push(Connection {
+                    src,
+                    dst: d_name.clone(),
+                    conn,
+                    network: d_net.cloned(),
+                    explanation,
+                });
+            }
+        };
+        for (s, sw) in cluster.workloads.iter().enumerate() {
+            // Pods on different primary networks are not connected at all.
+            if s == d || cluster.network_of(sw) != d_net {
+                continue;
+            }
+            let c = decide(
+                &comp,
+                Peer::Workload(s),
+                Some(s),
+                Peer::Workload(d),
+                Some(d),
+                None,
+                false,
+            );
+            push(cluster.peer_name(sw), c);
+        }
+        for (p, name) in &outside {
+            let c = decide(&comp, *p, None, Peer::Workload(d), Some(d), None, false);
+            push(name.clone(), c);
+        }
+    }
+    out.sort_by_cached_key(|c| format!("{} => {}", c.src, c.dst));
+    out
+}
+
 /// One end of an observed flow, for [`FlowDecider`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowPeer {

@@ -74,8 +74,8 @@ pub mod time;
 
 pub use conn::{ConnSet, Protocol};
 pub use eval::{
-    evaluate, evaluate_explained, explain_pair, external_intervals, uses_ipv6, Connection,
-    FlowDecider, FlowDecision, FlowPeer, RuleRef, INGRESS_CONTROLLER,
+    connections_to, evaluate, evaluate_explained, explain_pair, external_intervals, uses_ipv6,
+    Connection, FlowDecider, FlowDecision, FlowPeer, RuleRef, INGRESS_CONTROLLER,
 };
 pub use model::{format_ip, parse_cidr, IpRange, IpSet, MAX_IPV4};
 pub use model::{
