@@ -24,6 +24,7 @@ pub mod diff;
 pub mod findings;
 pub mod identities;
 pub mod input;
+pub mod live;
 pub mod maturity;
 pub mod model;
 pub mod objects;
