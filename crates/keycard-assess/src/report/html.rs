@@ -119,6 +119,7 @@ fn status_label(s: ControlStatus) -> (&'static str, &'static str) {
 }
 
 pub(super) fn render(a: &Assessment) -> String {
+    // Only fixed text: written as is, so the quotes stay readable.
     let csp = format!(
         "default-src 'none'; script-src {}; style-src {}; img-src data:; base-uri 'none'; form-action 'none'",
         csp_hash(JS),
@@ -135,7 +136,7 @@ pub(super) fn render(a: &Assessment) -> String {
          <meta name=\"generator\" content=\"keycard {}\">\n\
          <title>Zero-trust assessment: {} ({})</title>\n\
          <link rel=\"icon\" href=\"data:,\">\n<style>{CSS}</style>\n</head>\n<body>\n",
-        esc(&csp),
+        csp,
         esc(&a.keycard_version),
         overall_text,
         esc(&a.generated_at)
@@ -317,7 +318,7 @@ fn radar(o: &mut String, pillars: &[PillarScore]) {
     };
     let _ = write!(
         o,
-        "<svg id=\"radar\" class=\"radar\" viewBox=\"0 0 380 330\" role=\"img\" aria-labelledby=\"radar-title\"><title id=\"radar-title\">Score per pillar, 0 to 100</title>"
+        "<svg id=\"radar\" class=\"radar\" viewBox=\"-45 0 470 340\" role=\"img\" aria-labelledby=\"radar-title\"><title id=\"radar-title\">Score per pillar, 0 to 100</title>"
     );
     for ring in [0.25, 0.5, 0.75, 1.0] {
         let pts: Vec<String> = (0..Pillar::ALL.len())

@@ -25,6 +25,7 @@ use keycard_core::Severity;
 use crate::model::{Assessment, Identity, IdentityCategory, Pillar};
 
 pub use html::GRAPH_IDENTITIES;
+pub(crate) use markdown::cell as md_cell;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
