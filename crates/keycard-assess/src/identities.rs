@@ -506,7 +506,12 @@ impl<'a> Env<'a> {
             let mut holders = Vec::new();
             for ns in self.namespaces_of(&unrestricted) {
                 for sa in self.token_secrets.get(&ns).into_iter().flatten() {
-                    holders.push(format!("{ns}/{sa}"));
+                    // Reading a token of an account that holds no more is
+                    // lateral movement, not escalation.
+                    let holder = Subject::service_account(&ns, sa);
+                    if holder != *me && self.holds_more(mine, &holder) {
+                        holders.push(format!("{ns}/{sa}"));
+                    }
                 }
             }
             if !holders.is_empty() {

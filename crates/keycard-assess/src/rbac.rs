@@ -438,9 +438,14 @@ pub fn service_account_username(name: &str) -> Option<(&str, &str)> {
 }
 
 /// The order subjects are listed in: groups, service accounts (by
-/// namespace, then name), users.
-pub fn subject_order(s: &Subject) -> (SubjectKind, Option<&str>, &str) {
-    (s.kind, s.namespace.as_deref(), s.name.as_str())
+/// namespace, then name), users; the order of their ids.
+pub fn subject_order(s: &Subject) -> (u8, Option<&str>, &str) {
+    let rank = match s.kind {
+        SubjectKind::Group => 0,
+        SubjectKind::ServiceAccount => 1,
+        SubjectKind::User => 2,
+    };
+    (rank, s.namespace.as_deref(), s.name.as_str())
 }
 
 /// The groups Kubernetes puts a subject in without any binding.
