@@ -329,6 +329,10 @@ enum Page {
 
 /// Read the cluster (async form of [`load_live`]).
 pub async fn load_live_async(opts: &LiveOptions, progress: &dyn Fn(Progress)) -> Input {
+    // kube builds its rustls config from the process default provider;
+    // with more than one compiled in, rustls cannot choose and panics.
+    // Installing fails harmlessly when a provider is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let started = Instant::now();
     let deadline = started + opts.deadline;
     let (mut config, context) = match load_config(opts).await {

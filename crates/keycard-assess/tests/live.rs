@@ -162,6 +162,11 @@ fn handle(req: &Request<hyper::body::Incoming>, log: &Log) -> Response<Full<Byte
 
 /// Serve the fake API on 127.0.0.1 from its own thread and runtime.
 fn fake_api() -> (SocketAddr, Log) {
+    serve(None)
+}
+
+/// The fake API, over TLS when given an acceptor.
+fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> (SocketAddr, Log) {
     let log: Log = Arc::default();
     let (tx, rx) = std::sync::mpsc::channel();
     let log2 = log.clone();
@@ -176,14 +181,26 @@ fn fake_api() -> (SocketAddr, Log) {
             loop {
                 let (stream, _) = l.accept().await.unwrap();
                 let log = log2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let resp = handle(&req, &log);
                         async move { Ok::<_, Infallible>(resp) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await
+                            }
+                            Err(_) => return,
+                        },
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -192,6 +209,11 @@ fn fake_api() -> (SocketAddr, Log) {
 }
 
 fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    kubeconfig_with(dir, server, "")
+}
+
+/// `cluster_extra`: more fields of the cluster entry (`, certificate-authority: ...`).
+fn kubeconfig_with(dir: &Path, server: &str, cluster_extra: &str) -> PathBuf {
     let p = dir.join("kubeconfig");
     std::fs::write(
         &p,
@@ -200,7 +222,7 @@ fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
 kind: Config
 clusters:
 - name: fake
-  cluster: {{server: \"{server}\"}}
+  cluster: {{server: \"{server}\"{cluster_extra}}}
 users:
 - name: keycard
   user: {{token: test-token}}
@@ -444,4 +466,54 @@ fn a_missing_kubeconfig_is_a_problem_not_a_panic() {
     let input = load_live(&opts, &|_| {});
     assert_eq!(input.gaps[0].id, "unreachable-api");
     assert!(input.problems[0].file.ends_with("nope"));
+}
+
+/// Real clusters speak HTTPS with their own CA: kube's rustls (ring, no
+/// aws-lc, no OpenSSL) verifies the server against the kubeconfig's CA.
+#[test]
+fn reads_over_tls_with_the_kubeconfig_ca() {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![ck.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let (addr, log) = serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let server = format!("https://{addr}");
+    let opts = options(kubeconfig_with(
+        dir.path(),
+        &server,
+        &format!(", certificate-authority: \"{}\"", ca.display()),
+    ));
+    let input = load_live(&opts, &|_| {});
+    assert!(input.problems.is_empty(), "{:?}", input.problems);
+    assert_eq!(
+        input.objects.iter().filter(|o| o.kind() == "Pod").count(),
+        2
+    );
+    assert!(!log.lock().unwrap().is_empty());
+
+    // A server whose certificate the kubeconfig's CA did not sign is not
+    // read: one gap, nothing sent past the handshake.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(&ca, other.cert.pem()).unwrap();
+    let before = log.lock().unwrap().len();
+    let input = load_live(&opts, &|_| {});
+    assert_eq!(input.gaps.len(), 1);
+    assert_eq!(input.gaps[0].id, "unreachable-api");
+    assert!(
+        input.problems[0].message.contains("certificate"),
+        "the reason is given: {}",
+        input.problems[0].message
+    );
+    assert!(input.objects.is_empty());
+    assert_eq!(log.lock().unwrap().len(), before);
 }
