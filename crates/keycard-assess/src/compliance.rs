@@ -109,6 +109,11 @@ pub const CATALOGUE: &[(Framework, &str, &str)] = &[
     ),
     (
         Iso,
+        "A.8.21",
+        "Network services are secured and their use is controlled",
+    ),
+    (
+        Iso,
         "A.8.22",
         "Services are separated into network segments",
     ),
@@ -281,12 +286,16 @@ pub const SUPPORTS: &[(Criterion, Controls)] = {
                 (Gdpr, "Art. 32(2)"),
             ],
         ),
-        (NetNoDirectExposure, &[(Iso, "A.8.20"), (Soc2, "CC6.6")]),
+        (
+            NetNoDirectExposure,
+            &[(Iso, "A.8.20"), (Iso, "A.8.21"), (Soc2, "CC6.6")],
+        ),
         (
             NetIdentityAware,
             &[
                 (Iso, "A.8.5"),
                 (Iso, "A.8.20"),
+                (Iso, "A.8.21"),
                 (Iso, "A.8.24"),
                 (Soc2, "CC6.1"),
                 (Soc2, "CC6.7"),
@@ -431,7 +440,7 @@ pub const RULE_CONTROLS: &[(&[&str], Controls)] = &[
         ],
     ),
     (
-        &["default-deny"],
+        &["default-deny", "no-network-polic"],
         &[
             (Iso, "A.8.20"),
             (Iso, "A.8.22"),

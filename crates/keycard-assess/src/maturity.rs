@@ -21,7 +21,7 @@
 //! namespaces, data stores) and the findings (matched by rule id and
 //! category, loosely, so that a rule renamed in a pack still counts).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -518,6 +518,8 @@ struct Facts<'a> {
     /// Namespace -> whether every workload in it is behind a keycard proxy
     /// or an authenticated-only inbound policy.
     proxied_ns: HashMap<String, bool>,
+    /// Workloads of the cluster itself: system namespaces and node agents.
+    infrastructure: HashSet<String>,
 }
 
 impl Facts<'_> {
@@ -546,11 +548,12 @@ impl Facts<'_> {
         })
     }
 
-    /// Resources of findings that match.
+    /// Resources of findings that match, infrastructure workloads left out
+    /// (the criteria judge application workloads).
     fn finding_resources(&self, pred: impl Fn(&Finding) -> bool) -> BTreeSet<String> {
         self.findings
             .iter()
-            .filter(|f| pred(f))
+            .filter(|f| pred(f) && !self.infrastructure.contains(f.resource.as_str()))
             .map(|f| f.resource.clone())
             .collect()
     }
@@ -912,7 +915,28 @@ fn facts<'a>(ctx: &Context<'a>, inventory: &'a Inventory, findings: &'a [Finding
         .map(|w| workload_facts(ctx, w))
         .collect();
     let objects = object_facts(ctx);
-    let app_ns = namespace_facts(ctx, inventory, &workloads, &objects);
+    let infrastructure: HashSet<String> = workloads
+        .iter()
+        .filter(|w| w.system)
+        .map(|w| w.id.clone())
+        .collect();
+    // A namespace that holds only node agents (keycard's or SPIRE's own
+    // namespace) is infrastructure too.
+    let mut app_namespaces: HashSet<&str> = HashSet::new();
+    let mut infra_namespaces: HashSet<&str> = HashSet::new();
+    for w in &workloads {
+        if w.system {
+            infra_namespaces.insert(&w.namespace);
+        } else {
+            app_namespaces.insert(&w.namespace);
+        }
+    }
+    let infra_only: HashSet<String> = infra_namespaces
+        .difference(&app_namespaces)
+        .map(|s| s.to_string())
+        .collect();
+    let mut app_ns = namespace_facts(ctx, inventory, &workloads, &objects);
+    app_ns.retain(|n| !infra_only.contains(&n.name));
     let mut proxied_ns: HashMap<String, bool> = HashMap::new();
     for w in &workloads {
         let covered = w.keycard_sidecar || w.authenticated_inbound;
@@ -932,6 +956,7 @@ fn facts<'a>(ctx: &Context<'a>, inventory: &'a Inventory, findings: &'a [Finding
         findings,
         policies: &ctx.cluster.network_policies,
         proxied_ns,
+        infrastructure,
     }
 }
 
@@ -1851,7 +1876,7 @@ fn pillar_score(
         .gaps
         .iter()
         .filter(|g| g.pillars.contains(&pillar))
-        .map(|g| format!("Let the assessment see {} ({})", g.what, g.impact))
+        .map(|g| format!("Give the assessment what it lacks ({}): {}", g.id, g.what))
         .collect();
     let mut unmet: Vec<&Judged> = criteria
         .iter()

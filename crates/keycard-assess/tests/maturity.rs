@@ -791,3 +791,112 @@ fn decision_log_evidence_only_when_present() {
         ControlStatus::NotAssessed
     );
 }
+
+/// Objects the hardened manifests need beyond the workloads, so that the
+/// input leaves no gap: accounts, roles, a cluster binding and Services.
+const HARDENED_EXTRA: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: shop}
+automountServiceAccountToken: false
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: db, namespace: shop}
+automountServiceAccountToken: false
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: web, namespace: shop}
+rules: [{apiGroups: [""], resources: [secrets], resourceNames: [web-db], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: namespace-reader}
+rules: [{apiGroups: [""], resources: [namespaces], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: auditors}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: namespace-reader}
+subjects: [{kind: Group, name: auditors}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {selector: {app: db}, ports: [{port: 5432}]}
+"#;
+
+/// The whole pipeline, with the inventory and findings the other stages
+/// build: the two clusters keep their order and the mapping refers only to
+/// findings that exist.
+#[test]
+fn the_pipeline_scores_what_its_stages_found() {
+    let hardened = format!("{}\n---\n{HARDENED_EXTRA}", hardened_yaml());
+    let good = keycard_assess::assess(
+        &keycard_assess::Input::from_objects(
+            parse(&hardened),
+            keycard_assess::SourceKind::Manifests,
+            Vec::new(),
+        ),
+        &Options::default(),
+    );
+    let bad = keycard_assess::assess(
+        &keycard_assess::Input::from_objects(
+            parse(VULNERABLE_YAML),
+            keycard_assess::SourceKind::Manifests,
+            Vec::new(),
+        ),
+        &Options::default(),
+    );
+    for a in [&good, &bad] {
+        let ids: std::collections::HashSet<&str> =
+            a.findings.iter().map(|f| f.id.as_str()).collect();
+        for c in &a.compliance {
+            for id in &c.contradicting {
+                assert!(
+                    ids.contains(id.as_str()),
+                    "{}: unknown finding {id}",
+                    c.control
+                );
+            }
+        }
+        for p in &a.maturity.pillars {
+            if p.assessed {
+                assert_band(p);
+            }
+        }
+    }
+    for p in Pillar::ALL {
+        let (g, b) = (pillar(&good.maturity, p), pillar(&bad.maturity, p));
+        assert!(
+            g.score > b.score,
+            "{p}: hardened {} {} {:?} {:#?} vs vulnerable {} {}",
+            g.stage,
+            g.score,
+            g.limited_by,
+            g.evidence.iter().filter(|e| !e.met).collect::<Vec<_>>(),
+            b.stage,
+            b.score
+        );
+    }
+    // The node agent's own namespace (no default-deny, hostPath) is
+    // infrastructure, not an application namespace.
+    let net = pillar(&good.maturity, Pillar::Networks);
+    assert!(net.stage >= Stage::Advanced, "{net:#?}");
+    let id = pillar(&bad.maturity, Pillar::Identity);
+    assert_eq!(id.stage, Stage::Traditional);
+    // Nothing the hardened manifests leave out limits a pillar, and every
+    // criterion holds on what the pipeline's own stages found.
+    assert_eq!(
+        good.maturity.overall,
+        Some(Stage::Optimal),
+        "{:#?}",
+        good.maturity
+    );
+}
