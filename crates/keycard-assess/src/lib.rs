@@ -90,10 +90,13 @@ pub struct Context<'a> {
 
 /// Run the whole assessment.
 pub fn assess(input: &Input, options: &Options) -> Assessment {
+    let mut clock = StageClock::new();
     let mut coverage = input::coverage(input);
     let rbac = Rbac::from_objects(&input.objects);
     coverage.gaps.extend(rbac.gaps());
+    clock.lap("rbac");
     let (cluster, _diagnostics) = keycard_flows::Cluster::from_objects(&input.objects);
+    clock.lap("network model");
     let ctx = Context {
         objects: &input.objects,
         rbac: &rbac,
@@ -105,10 +108,14 @@ pub fn assess(input: &Input, options: &Options) -> Assessment {
         identities: identities::build(&ctx),
         ..Inventory::default()
     };
+    clock.lap("identities");
     workloads::build(&ctx, &mut inventory);
+    clock.lap("workloads and data stores");
     let findings = findings::find(&ctx, &inventory);
+    clock.lap("findings");
     let maturity = maturity::score(&ctx, &inventory, &findings);
     let compliance = compliance::map(&ctx, &inventory, &findings, &maturity);
+    clock.lap("maturity and compliance");
     let summary = Summary::compute(&inventory, &findings);
     Assessment {
         schema: SCHEMA.to_string(),
@@ -121,6 +128,24 @@ pub fn assess(input: &Input, options: &Options) -> Assessment {
         maturity,
         compliance,
         summary,
+    }
+}
+
+/// Time per stage, logged at debug level (`keycard assess -v`).
+struct StageClock(std::time::Instant);
+
+impl StageClock {
+    fn new() -> Self {
+        StageClock(std::time::Instant::now())
+    }
+    fn lap(&mut self, stage: &str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            stage,
+            ms = now.duration_since(self.0).as_millis() as u64,
+            "assessment stage done"
+        );
+        self.0 = now;
     }
 }
 

@@ -22,6 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Check Kubernetes manifests against policy packs and your own Rego (for CI).
     Check(CheckArgs),
+    /// Assess a cluster: identities and what they can do, trust findings,
+    /// zero-trust maturity per pillar, compliance evidence (html, md, json, sarif).
+    Assess(crate::cmd::assess::AssessArgs),
+    /// Who can VERB RESOURCE (in a namespace), from a cluster's RBAC.
+    WhoCan(crate::cmd::assess::WhoCanArgs),
     /// List, show and test policies.
     #[command(subcommand)]
     Policy(PolicyCommand),

@@ -3,6 +3,7 @@
 use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
 pub mod admission;
+pub mod assess;
 pub mod agent;
 pub mod audit;
 pub mod authz;
@@ -21,6 +22,8 @@ pub mod up;
 pub fn run(cmd: Command) -> anyhow::Result<u8> {
     match cmd {
         Command::Check(args) => check::run(args),
+        Command::Assess(args) => assess::run(args),
+        Command::WhoCan(args) => assess::who_can(args),
         Command::Policy(PolicyCommand::List(a)) => policy_api::list(a, policy::list),
         Command::Policy(PolicyCommand::Push(a)) => policy_api::push(a),
         Command::Policy(PolicyCommand::ShowPushed { name, server }) => {
