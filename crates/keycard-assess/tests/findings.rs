@@ -661,3 +661,57 @@ fn reach_into_every_workload_matches_netpol_analyzer() {
     assert!(cases >= 40, "only {cases} cases compared");
     assert!(stores >= 300, "only {stores} workloads compared");
 }
+
+/// Time of the workloads and findings stages on a large dump
+/// (`scripts/gen-cluster --out cluster.json`, then
+/// `KEYCARD_ASSESS_DUMP=cluster.json cargo test --test findings -- --ignored`):
+/// shows whether they stay linear. `scripts/bench-assess` measures the
+/// whole release binary.
+#[test]
+#[ignore]
+fn stages_on_a_large_dump() {
+    let Ok(path) = std::env::var("KEYCARD_ASSESS_DUMP") else {
+        eprintln!("KEYCARD_ASSESS_DUMP not set");
+        return;
+    };
+    let input = Input::load(&[path], &Default::default());
+    let options = Options {
+        now: NOW,
+        ..Options::default()
+    };
+    let coverage = keycard_assess::input::coverage(&input);
+    let rbac = keycard_assess::Rbac::from_objects(&input.objects);
+    let (cluster, _) = keycard_flows::Cluster::from_objects(&input.objects);
+    let ctx = keycard_assess::Context {
+        objects: &input.objects,
+        rbac: &rbac,
+        cluster: &cluster,
+        coverage: &coverage,
+        options: &options,
+    };
+    let t = std::time::Instant::now();
+    let mut inventory = keycard_assess::Inventory {
+        identities: keycard_assess::identities::build(&ctx),
+        ..Default::default()
+    };
+    let identities = t.elapsed();
+    let t = std::time::Instant::now();
+    keycard_assess::workloads::build(&ctx, &mut inventory);
+    let workloads = t.elapsed();
+    let t = std::time::Instant::now();
+    let findings = keycard_assess::findings::find(&ctx, &inventory);
+    let find = t.elapsed();
+    eprintln!(
+        "{} objects, {} peers: identities {identities:?}, workloads {workloads:?} ({} workloads, {} data stores), findings {find:?} ({})",
+        input.objects.len(),
+        cluster.workloads.len(),
+        inventory.workloads.len(),
+        inventory.data_stores.len(),
+        findings.len()
+    );
+    let mut by_rule: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &findings {
+        *by_rule.entry(f.rule.as_str()).or_default() += 1;
+    }
+    eprintln!("{by_rule:#?}");
+}
