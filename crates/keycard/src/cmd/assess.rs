@@ -24,10 +24,10 @@ Inputs: a cluster dump, a directory of manifests, or - for stdin. Dump a
 cluster with the explicit resource list (`kubectl get all` leaves out RBAC,
 ServiceAccounts, NetworkPolicies and Secrets; see docs/assess-input.md):
 
-  kubectl get namespaces,nodes,pods,deployments,replicasets,statefulsets,\\
-daemonsets,jobs,cronjobs,services,ingresses,networkpolicies,serviceaccounts,\\
-roles,rolebindings,clusterroles,clusterrolebindings,secrets,configmaps \\
-    -A -o yaml > cluster.yaml
+  kubectl get namespaces,pods,replicationcontrollers,deployments,replicasets,\\
+statefulsets,daemonsets,jobs,cronjobs,services,ingresses,networkpolicies,\\
+serviceaccounts,roles,rolebindings,clusterroles,clusterrolebindings,secrets,\\
+configmaps,nodes -A -o yaml > cluster.yaml
 
 Examples:
   keycard assess cluster.yaml                          # Markdown summary on stdout
@@ -35,6 +35,7 @@ Examples:
   keycard assess k8s/ --output sarif > assess.sarif    # findings for code scanning
   keycard assess cluster.yaml -o json --out week-47.json
   keycard assess diff week-46.json week-47.json        # progress between two runs
+  keycard assess --live --context prod --out prod.html # the live API, read-only
 
 What the input did not show (a partial dump, RBAC that points to missing
 roles) is listed under coverage gaps, and the pillars it limits are capped.
