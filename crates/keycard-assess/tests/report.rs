@@ -638,7 +638,7 @@ fn graph_is_bounded_and_says_what_it_left_out() {
     assert_eq!(drawn, GRAPH_IDENTITIES);
     let total = a.inventory.identities.len();
     assert!(html.contains(&format!(
-        "Showing the {GRAPH_IDENTITIES} riskiest of {total} identities"
+        "Showing the {GRAPH_IDENTITIES} riskiest of {total} identities that hold permissions"
     )));
     assert!(html.contains(&format!(
         "{} identities are not drawn",
@@ -932,29 +932,29 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
         .then_some((node_path, chromium))
 }
 
-#[test]
-fn html_report_works_in_a_real_browser() {
+/// Load `html` in headless chromium through `tests/browser/check-report.mjs`
+/// and return what it saw; `None` (with a loud message) when the tools are
+/// missing outside CI.
+fn check_in_browser(html: &str, name: &str) -> Option<Value> {
     let Some((node_path, chromium)) = browser_tools() else {
         let msg = "node, playwright-core (KEYCARD_TEST_NODE_PATH) or chromium (KEYCARD_TEST_CHROMIUM) missing: run scripts/test to install them";
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{msg}");
         }
-        eprintln!("\n\n!!! SKIPPED html_report_works_in_a_real_browser: {msg} !!!\n");
-        return;
+        eprintln!("\n\n!!! SKIPPED the browser check of {name}: {msg} !!!\n");
+        return None;
     };
-    let a = sample();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("report.html");
-    std::fs::write(&file, render(&a, Format::Html)).unwrap();
-    // KEYCARD_KEEP_REPORT=path keeps the page for a look.
+    let file = dir.path().join(format!("{name}.html"));
+    std::fs::write(&file, html).unwrap();
+    // KEYCARD_KEEP_REPORT=dir keeps the pages for a look.
     if let Some(keep) = std::env::var_os("KEYCARD_KEEP_REPORT") {
-        std::fs::copy(&file, keep).unwrap();
+        std::fs::copy(&file, Path::new(&keep).join(format!("{name}.html"))).unwrap();
     }
     let script = repo_root().join("crates/keycard-assess/tests/browser/check-report.mjs");
     let out = Command::new("node")
         .arg(&script)
         .arg(&file)
-        .env("NODE_PATH", &node_path)
         .env("KEYCARD_TEST_NODE_PATH", &node_path)
         .env("KEYCARD_TEST_CHROMIUM", &chromium)
         .output()
@@ -967,8 +967,16 @@ fn html_report_works_in_a_real_browser() {
     );
     let r: Value =
         serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    eprintln!("browser saw ({name}): {r}");
+    Some(r)
+}
 
-    eprintln!("browser saw: {r}");
+#[test]
+fn html_report_works_in_a_real_browser() {
+    let a = sample();
+    let Some(r) = check_in_browser(&render(&a, Format::Html), "sample") else {
+        return;
+    };
     assert_eq!(r["consoleErrors"], serde_json::json!([]), "{r}");
     assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
     assert_eq!(r["overall"], "Traditional");
@@ -1012,4 +1020,61 @@ fn html_report_works_in_a_real_browser() {
     // With JavaScript off, the summary still reads.
     assert_eq!(r["noJs"]["overall"], "Traditional");
     assert_eq!(r["noJs"]["pillarScores"], a.maturity.pillars.len());
+}
+
+/// The real pipeline over one of the conformance applications: every
+/// format renders, and the page loads clean in the browser, whatever the
+/// stages find.
+#[test]
+fn real_assessment_renders_in_every_format_and_loads_clean() {
+    let dir = repo_root().join("../shared/conformance/netpol-analyzer/tests/acs-security-demos");
+    let input = Input::load(&[&dir], &keycard_k8s::LoadOptions::default());
+    let options = Options {
+        now: 1_790_000_000,
+        ..Options::default()
+    };
+    let a = assess(&input, &options);
+    let back = parse_assessment(&render(&a, Format::Json), "real.json").unwrap();
+    assert!(diff(&a, &back).is_empty());
+    let sarif: Value = serde_json::from_str(&render(&a, Format::Sarif)).unwrap();
+    assert_eq!(
+        sarif["runs"][0]["results"].as_array().unwrap().len(),
+        a.findings.len()
+    );
+    assert!(render(&a, Format::Markdown).contains("## Findings"));
+    let Some(r) = check_in_browser(&render(&a, Format::Html), "acs-security-demos") else {
+        return;
+    };
+    assert_eq!(r["consoleErrors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["pageErrors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["requests"], serde_json::json!([]), "{r}");
+    assert_eq!(r["rows"], a.findings.len().min(250), "{r}");
+    assert_eq!(r["storeRows"], a.inventory.data_stores.len(), "{r}");
+    assert_eq!(
+        r["overall"],
+        a.maturity
+            .overall
+            .map(|s| s.title())
+            .unwrap_or("Not assessed")
+    );
+}
+
+/// Ten thousand identities do not make a large page: the graph is bounded
+/// and the inventory is not embedded.
+#[test]
+fn html_size_does_not_grow_with_identities() {
+    let mut a = sample();
+    let small = render(&a, Format::Html).len();
+    let template = a.inventory.identities[2].clone();
+    for i in 0..10_000 {
+        let mut id = template.clone();
+        id.subject = Subject::service_account(&format!("ns{}", i % 300), &format!("sa-{i}"));
+        id.id = id.subject.to_string();
+        a.inventory.identities.push(id);
+    }
+    let t = std::time::Instant::now();
+    let big = render(&a, Format::Html).len();
+    let took = t.elapsed();
+    assert!(big < small + 20_000, "{small} -> {big} bytes");
+    assert!(took.as_secs() < 5, "rendering took {took:?}");
 }

@@ -439,11 +439,23 @@ fn maturity(o: &mut String, a: &Assessment) {
             );
         }
         if !p.next_steps.is_empty() {
+            // The most effective three in view, the rest one click away.
             o.push_str("<h4>Next steps</h4><ol class=\"next\">");
-            for n in &p.next_steps {
+            for n in p.next_steps.iter().take(3) {
                 let _ = write!(o, "<li>{}</li>", esc(n));
             }
             o.push_str("</ol>");
+            if p.next_steps.len() > 3 {
+                let _ = write!(
+                    o,
+                    "<details class=\"more-steps\"><summary>{} more steps</summary><ol class=\"next\" start=\"4\">",
+                    p.next_steps.len() - 3
+                );
+                for n in p.next_steps.iter().skip(3) {
+                    let _ = write!(o, "<li>{}</li>", esc(n));
+                }
+                o.push_str("</ol></details>");
+            }
         }
         if !p.evidence.is_empty() {
             let _ = write!(
@@ -587,7 +599,12 @@ struct GraphData<'a> {
 
 fn graph_data(a: &Assessment) -> GraphData<'_> {
     let ranked = riskiest(a);
-    let identities: Vec<&Identity> = ranked.into_iter().take(GRAPH_IDENTITIES).collect();
+    // An identity without permissions has no edge to draw.
+    let identities: Vec<&Identity> = ranked
+        .into_iter()
+        .filter(|i| !i.permissions.is_empty())
+        .take(GRAPH_IDENTITIES)
+        .collect();
     // Roles in order of the riskiest identity that holds them, so edges
     // mostly run straight across.
     let mut roles: Vec<String> = Vec::new();
@@ -679,6 +696,19 @@ fn graph(o: &mut String, a: &Assessment) {
         return;
     }
     let g = graph_data(a);
+    let holding = a
+        .inventory
+        .identities
+        .iter()
+        .filter(|i| !i.permissions.is_empty())
+        .count();
+    if holding == 0 {
+        let _ = writeln!(
+            o,
+            "<p>None of the {total} identities holds an RBAC permission.</p></section>"
+        );
+        return;
+    }
     let row = 30usize;
     let top = 34usize;
     let rows = g.identities.len().max(g.roles.len()).max(g.resources.len());
@@ -810,13 +840,20 @@ fn graph(o: &mut String, a: &Assessment) {
     o.push_str("</svg></div>\n");
     let shown = g.identities.len();
     let mut note = format!(
-        "Showing the {shown} riskiest of {total} identities (ranked by cluster-admin, escalation paths, readable secrets and breadth of permissions; cluster components count for half)."
+        "Showing the {shown} riskiest of {holding} identities that hold permissions (ranked by cluster-admin, escalation paths, readable secrets and breadth of permissions; cluster components count for half)."
     );
-    if total > shown {
+    if holding > shown {
         let _ = write!(
             note,
             " {} identities are not drawn; the JSON and Markdown reports list them.",
-            total - shown
+            holding - shown
+        );
+    }
+    if total > holding {
+        let _ = write!(
+            note,
+            " {} more identities hold no RBAC permission.",
+            total - holding
         );
     }
     if g.roles_left_out > 0 {
