@@ -1020,6 +1020,7 @@ fn html_report_works_in_a_real_browser() {
     // With JavaScript off, the summary still reads.
     assert_eq!(r["noJs"]["overall"], "Traditional");
     assert_eq!(r["noJs"]["pillarScores"], a.maturity.pillars.len());
+    assert_eq!(r["noJs"]["noscriptNote"], true, "{r}");
 }
 
 /// The real pipeline over one of the conformance applications: every

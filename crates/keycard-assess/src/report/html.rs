@@ -944,7 +944,7 @@ fn findings_table(o: &mut String, a: &Assessment) {
         "</select></label><label class=\"grow\">Search <input id=\"f-text\" type=\"search\" placeholder=\"rule, resource, evidence…\"></label>\
          <button type=\"reset\" id=\"f-reset\">Clear</button></form>\n\
          <p class=\"count\" id=\"finding-count\">{} findings</p>\n\
-         <noscript><p class=\"note\">The findings table and its filters need JavaScript. The summary, charts, graph, coverage and compliance on this page do not; the Markdown and JSON reports list every finding.</p></noscript>\n\
+         <noscript><p class=\"note\" id=\"noscript-note\">The findings table and its filters need JavaScript. The summary, charts, graph, coverage and compliance on this page do not; the Markdown and JSON reports list every finding.</p></noscript>\n\
          <table class=\"findings\" id=\"findings-table\"><thead><tr><th>Severity</th><th>Pillar</th><th>Finding</th><th>Resource</th><th>Namespace</th><th></th></tr></thead><tbody></tbody></table>\n\
          <button id=\"more\" class=\"more\" hidden>Show more</button>",
         a.findings.len()

@@ -113,7 +113,7 @@ try {
   result.noJs = {
     overall: (await p2.locator("#overall-stage").textContent()).trim(),
     pillarScores: await p2.locator("article.pillar .score:visible").count(),
-    noscriptNote: await p2.locator("#findings .note").isVisible(),
+    noscriptNote: await p2.locator("#noscript-note").isVisible(),
   };
   await noJs.close();
 } catch (e) {
