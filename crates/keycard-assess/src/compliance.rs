@@ -16,7 +16,7 @@
 //!
 //! Titles are keycard's own short summaries, not the standards' text.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
@@ -596,31 +596,53 @@ struct Entry {
     contradicting: BTreeSet<String>,
 }
 
-/// Containers of keycard's enforcement points that write the decision log.
+/// Objects whose pods run a keycard enforcement point that writes the
+/// decision log (`--audit-log`). One pass over the objects with no
+/// ownership resolution: objects owned by another object in the chain
+/// (a Deployment's ReplicaSets and Pods) are skipped when their top is
+/// named too, which is the common case, and listed otherwise.
 fn decision_log_writers(ctx: &Context<'_>) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for w in crate::objects::workloads(ctx.objects) {
+    let mut top = BTreeSet::new();
+    let mut owned = BTreeSet::new();
+    for o in ctx.objects {
+        let Some(t) = o.pod_template() else {
+            continue;
+        };
         let logs = ["containers", "initContainers"]
             .iter()
-            .filter_map(|k| w.template.spec.get(k).and_then(Value::as_array))
+            .filter_map(|k| t.spec.get(k).and_then(Value::as_array))
             .flatten()
             .any(|c| {
                 let image = c.get("image").and_then(Value::as_str).unwrap_or("");
                 let name = c.get("name").and_then(Value::as_str).unwrap_or("");
-                let keycard = image.contains("keycard") || name.contains("keycard");
-                let args = ["args", "command"]
-                    .iter()
-                    .filter_map(|k| c.get(k).and_then(Value::as_array))
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .any(|a| a == "--audit-log" || a.starts_with("--audit-log="));
-                keycard && args
+                (image.contains("keycard") || name.contains("keycard"))
+                    && ["args", "command"]
+                        .iter()
+                        .filter_map(|k| c.get(k).and_then(Value::as_array))
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .any(|a| a == "--audit-log" || a.starts_with("--audit-log="))
             });
-        if logs {
-            out.insert(w.id());
+        if !logs {
+            continue;
+        }
+        let id = format!(
+            "{}/{}/{}",
+            o.namespace().unwrap_or("default"),
+            o.kind(),
+            o.name()
+        );
+        if o.metadata().get("ownerReferences").is_some() {
+            owned.insert(id);
+        } else {
+            top.insert(id);
         }
     }
-    out
+    if top.is_empty() {
+        owned
+    } else {
+        top
+    }
 }
 
 /// Map the findings and the maturity evidence onto the catalogue.
@@ -687,18 +709,30 @@ pub fn map(
     }
 
     // Contradiction: findings, by rule, category and their own controls.
+    // The catalogue's mapping depends on rule and category only: worked out
+    // once per pair (a few dozen), not per finding (thousands).
+    let mut by_rule: HashMap<(&str, &str), BTreeSet<(Framework, &'static str)>> = HashMap::new();
     for f in findings {
-        let mut hit: BTreeSet<(Framework, String)> = BTreeSet::new();
-        for (needles, controls) in RULE_CONTROLS {
-            if rule_has(f, needles) {
-                hit.extend(controls.iter().map(|(fw, id)| (*fw, id.to_string())));
-            }
-        }
-        for (category, controls) in CATEGORY_CONTROLS {
-            if f.category == *category {
-                hit.extend(controls.iter().map(|(fw, id)| (*fw, id.to_string())));
-            }
-        }
+        let mapped = by_rule
+            .entry((f.rule.as_str(), f.category.as_str()))
+            .or_insert_with(|| {
+                let mut hit = BTreeSet::new();
+                for (needles, controls) in RULE_CONTROLS {
+                    if rule_has(f, needles) {
+                        hit.extend(controls.iter().copied());
+                    }
+                }
+                for (category, controls) in CATEGORY_CONTROLS {
+                    if f.category == *category {
+                        hit.extend(controls.iter().copied());
+                    }
+                }
+                hit
+            });
+        let mut hit: BTreeSet<(Framework, String)> = mapped
+            .iter()
+            .map(|(fw, id)| (*fw, id.to_string()))
+            .collect();
         for fw in [Iso, Soc2, Gdpr] {
             for id in f.controls.get(fw.key()).into_iter().flatten() {
                 hit.insert((fw, normalise(fw, id)));

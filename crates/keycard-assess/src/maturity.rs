@@ -513,13 +513,14 @@ struct Facts<'a> {
     app_ns: Vec<NsFacts>,
     inventory: &'a Inventory,
     inv_workloads: HashMap<&'a str, &'a WorkloadInfo>,
-    findings: &'a [Finding],
     policies: &'a [keycard_flows::NetworkPolicy],
     /// Namespace -> whether every workload in it is behind a keycard proxy
     /// or an authenticated-only inbound policy.
     proxied_ns: HashMap<String, bool>,
     /// Workloads of the cluster itself: system namespaces and node agents.
     infrastructure: HashSet<String>,
+    /// Findings grouped by (rule, category), in first-seen order.
+    finding_groups: Vec<Vec<&'a Finding>>,
 }
 
 impl Facts<'_> {
@@ -538,24 +539,49 @@ impl Facts<'_> {
     /// or role name the same grant the inventory already resolved to its
     /// subject, so they count only when the inventory has no identities.
     fn finding_subjects(&self, pred: impl Fn(&Finding) -> bool) -> BTreeSet<String> {
-        let subjects_only = !self.inventory.identities.is_empty();
-        self.finding_resources(|f| {
-            pred(f)
-                && (!subjects_only
-                    || ["User:", "Group:", "ServiceAccount:"]
-                        .iter()
-                        .any(|p| f.resource.starts_with(p)))
-        })
+        let mut out = self.finding_resources(pred);
+        if !self.inventory.identities.is_empty() {
+            out.retain(|r| {
+                ["User:", "Group:", "ServiceAccount:"]
+                    .iter()
+                    .any(|p| r.starts_with(p))
+            });
+        }
+        out
     }
 
-    /// Resources of findings that match, infrastructure workloads left out
-    /// (the criteria judge application workloads).
+    /// Resources of findings whose rule and category match `pred`,
+    /// infrastructure workloads left out (the criteria judge application
+    /// workloads). `pred` sees one finding per (rule, category) and must
+    /// judge only those two fields: a cluster has thousands of findings
+    /// but a few dozen rules.
     fn finding_resources(&self, pred: impl Fn(&Finding) -> bool) -> BTreeSet<String> {
-        self.findings
-            .iter()
-            .filter(|f| pred(f) && !self.infrastructure.contains(f.resource.as_str()))
-            .map(|f| f.resource.clone())
-            .collect()
+        self.matching(pred, false)
+    }
+
+    /// As [`Facts::finding_resources`], findings in system namespaces left
+    /// out too.
+    fn finding_app_resources(&self, pred: impl Fn(&Finding) -> bool) -> BTreeSet<String> {
+        self.matching(pred, true)
+    }
+
+    fn matching(&self, pred: impl Fn(&Finding) -> bool, apps_only: bool) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for group in &self.finding_groups {
+            let Some(first) = group.first() else {
+                continue;
+            };
+            if !pred(first) {
+                continue;
+            }
+            for f in group {
+                let system = apps_only && f.namespace.as_deref().is_some_and(is_system_namespace);
+                if !system && !self.infrastructure.contains(f.resource.as_str()) {
+                    out.insert(f.resource.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Whether identity-aware enforcement covers a namespace: a mesh-wide
@@ -937,6 +963,18 @@ fn facts<'a>(ctx: &Context<'a>, inventory: &'a Inventory, findings: &'a [Finding
         .collect();
     let mut app_ns = namespace_facts(ctx, inventory, &workloads, &objects);
     app_ns.retain(|n| !infra_only.contains(&n.name));
+    let mut group_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut finding_groups: Vec<Vec<&Finding>> = Vec::new();
+    for f in findings {
+        let key = (f.rule.as_str(), f.category.as_str());
+        let i = *group_of.entry(key).or_insert_with(|| {
+            finding_groups.push(Vec::new());
+            finding_groups.len() - 1
+        });
+        if let Some(g) = finding_groups.get_mut(i) {
+            g.push(f);
+        }
+    }
     let mut proxied_ns: HashMap<String, bool> = HashMap::new();
     for w in &workloads {
         let covered = w.keycard_sidecar || w.authenticated_inbound;
@@ -953,10 +991,10 @@ fn facts<'a>(ctx: &Context<'a>, inventory: &'a Inventory, findings: &'a [Finding
         app_ns,
         inventory,
         inv_workloads,
-        findings,
         policies: &ctx.cluster.network_policies,
         proxied_ns,
         infrastructure,
+        finding_groups,
     }
 }
 
@@ -1149,9 +1187,7 @@ fn host_breakers(f: &Facts<'_>, privileged: bool) -> BTreeSet<String> {
             "hostnetwork",
         ]
     };
-    out.extend(f.finding_resources(|x| {
-        rule_has(x, needles) && !x.namespace.as_deref().is_some_and(is_system_namespace)
-    }));
+    out.extend(f.finding_app_resources(|x| rule_has(x, needles)));
     out
 }
 
@@ -1203,10 +1239,7 @@ fn devices(f: &Facts<'_>) -> (bool, Vec<Judged>) {
         .filter(|w| w.host_path)
         .map(|w| w.id.clone())
         .collect();
-    host_path.extend(f.finding_resources(|x| {
-        rule_has(x, &["host-path", "hostpath"])
-            && !x.namespace.as_deref().is_some_and(is_system_namespace)
-    }));
+    host_path.extend(f.finding_app_resources(|x| rule_has(x, &["host-path", "hostpath"])));
     out.push(all_of(
         DevNoHostPath,
         apps,
@@ -1608,10 +1641,9 @@ fn applications(f: &Facts<'_>) -> (bool, Vec<Judged>) {
         .filter(|w| !(w.no_escalation && w.read_only_root))
         .map(|w| w.id.clone())
         .collect();
-    soft.extend(f.finding_resources(|x| {
-        rule_has(x, &["privilege-escalation", "read-only-root"])
-            && !x.namespace.as_deref().is_some_and(is_system_namespace)
-    }));
+    soft.extend(
+        f.finding_app_resources(|x| rule_has(x, &["privilege-escalation", "read-only-root"])),
+    );
     out.push(all_of(
         AppHardenedContainers,
         apps.len(),
