@@ -7,7 +7,7 @@
 //! compare identities of the same namespace through an index by namespace,
 //! not pairwise over the whole cluster.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -253,8 +253,20 @@ pub fn categorize(
 /// What escalation analysis needs of the whole input.
 struct Env<'a> {
     perms: &'a HashMap<&'a Subject, Vec<Permission>>,
-    /// Service accounts per namespace.
-    service_accounts: BTreeMap<&'a str, Vec<&'a Subject>>,
+    /// Each permission's rule content interned (verbs, groups, resources,
+    /// names, URLs; not scope or binding), parallel to `perms`: whether a
+    /// cluster-wide grant covers a rule is decided once per rule, not once
+    /// per account that holds it.
+    rule_ids: HashMap<&'a Subject, Vec<u32>>,
+    rules: usize,
+    /// Service accounts with a permission beyond what every service account
+    /// has (through `system:serviceaccounts` or `system:authenticated`):
+    /// the only ones that can hold more than another service account.
+    own: HashSet<&'a Subject>,
+    /// Service accounts per namespace, each with its permissions.
+    service_accounts: BTreeMap<&'a str, Vec<Account<'a>>>,
+    /// Every namespace seen (accounts, workloads, token secrets).
+    all_namespaces: Vec<String>,
     /// Workloads per namespace, with the account each runs as.
     workloads: BTreeMap<String, Vec<(String, Subject)>>,
     /// Service accounts with a token Secret, per namespace.
@@ -278,12 +290,6 @@ impl<'a> Env<'a> {
         perms: &'a HashMap<&'a Subject, Vec<Permission>>,
         runs_as: &HashMap<Subject, Vec<String>>,
     ) -> Env<'a> {
-        let mut service_accounts: BTreeMap<&str, Vec<&Subject>> = BTreeMap::new();
-        for s in subjects {
-            if let (SubjectKind::ServiceAccount, Some(ns)) = (s.kind, s.namespace.as_deref()) {
-                service_accounts.entry(ns).or_default().push(s);
-            }
-        }
         let mut wl: BTreeMap<String, Vec<(String, Subject)>> = BTreeMap::new();
         for (s, ids) in runs_as {
             if let Some(ns) = &s.namespace {
@@ -316,64 +322,151 @@ impl<'a> Env<'a> {
                 .or_default()
                 .insert(sa);
         }
+        type RuleKey<'k> = (
+            &'k [String],
+            &'k [String],
+            &'k [String],
+            &'k [String],
+            &'k [String],
+        );
+        let mut interned: HashMap<RuleKey<'a>, u32> = HashMap::new();
+        let mut rule_ids: HashMap<&'a Subject, Vec<u32>> = HashMap::new();
+        let mut own: HashSet<&'a Subject> = HashSet::new();
+        for (s, list) in perms {
+            let ids: Vec<u32> = list
+                .iter()
+                .map(|p| {
+                    let key: RuleKey<'a> = (
+                        &p.verbs,
+                        &p.api_groups,
+                        &p.resources,
+                        &p.resource_names,
+                        &p.non_resource_urls,
+                    );
+                    let next = interned.len() as u32;
+                    *interned.entry(key).or_insert(next)
+                })
+                .collect();
+            rule_ids.insert(*s, ids);
+            if list.iter().any(|p| {
+                !matches!(
+                    p.via_group.as_deref(),
+                    Some(rbac::SERVICE_ACCOUNTS | rbac::AUTHENTICATED)
+                )
+            }) {
+                own.insert(*s);
+            }
+        }
+        let mut service_accounts: BTreeMap<&str, Vec<Account<'a>>> = BTreeMap::new();
+        for s in subjects {
+            if let (SubjectKind::ServiceAccount, Some(ns)) = (s.kind, s.namespace.as_deref()) {
+                let (Some(p), Some(ids)) = (perms.get(s), rule_ids.get(s)) else {
+                    continue;
+                };
+                service_accounts.entry(ns).or_default().push(Account {
+                    subject: s,
+                    perms: p,
+                    ids: ids.clone(),
+                    own: own.contains(s),
+                });
+            }
+        }
+        let mut all: BTreeSet<String> = service_accounts.keys().map(|s| s.to_string()).collect();
+        all.extend(wl.keys().cloned());
+        all.extend(token_secrets.keys().cloned());
         Env {
+            all_namespaces: all.into_iter().collect(),
             perms,
+            rule_ids,
+            rules: interned.len(),
+            own,
             service_accounts,
             workloads: wl,
             token_secrets,
         }
     }
 
-    /// Whether `other` holds a permission `mine` does not cover.
-    fn holds_more(&self, mine: &[Permission], other: &Subject) -> bool {
-        self.perms.get(other).is_some_and(|theirs| {
-            theirs
-                .iter()
-                .any(|q| !mine.iter().any(|p| p == q || covers(p, q)))
+    /// Whether `other` holds a permission `me` does not cover.
+    fn holds_more(&self, me: &mut Me<'_>, other: &Subject) -> bool {
+        if me.is_service_account && !self.own.contains(other) {
+            return false;
+        }
+        let (Some(theirs), Some(ids)) = (self.perms.get(other), self.rule_ids.get(other)) else {
+            return false;
+        };
+        self.holds_more_than(me, theirs, ids)
+    }
+
+    fn holds_more_than(&self, me: &mut Me<'_>, theirs: &[Permission], ids: &[u32]) -> bool {
+        if me.memo.is_empty() {
+            me.memo = vec![0; self.rules];
+        }
+        theirs.iter().zip(ids).any(|(q, &id)| {
+            // The same group's grant is the same permission.
+            if q.via_group.as_ref().is_some_and(|g| me.groups.contains(g)) {
+                return false;
+            }
+            let id = id as usize;
+            if me.memo[id] == 0 {
+                me.memo[id] = if me.cluster.iter().any(|p| covers(p, q)) {
+                    1
+                } else {
+                    2
+                };
+            }
+            if me.memo[id] == 1 {
+                return false;
+            }
+            let covered = match &q.scope {
+                Scope::Namespace(ns) => me
+                    .by_ns
+                    .get(ns.as_str())
+                    .is_some_and(|ps| ps.iter().any(|p| *p == q || covers(p, q))),
+                Scope::Cluster => false,
+            };
+            !covered
         })
     }
 
-    fn namespaces_of(&self, grants: &[&Permission]) -> Vec<String> {
+    /// The namespaces these grants reach.
+    fn namespaces_of<'s>(&'s self, grants: &[&'s Permission]) -> Vec<&'s str> {
         if grants.iter().any(|p| p.scope == Scope::Cluster) {
-            let mut all: BTreeSet<String> = self
-                .service_accounts
-                .keys()
-                .map(|s| s.to_string())
-                .collect();
-            all.extend(self.workloads.keys().cloned());
-            all.extend(self.token_secrets.keys().cloned());
-            return all.into_iter().collect();
+            return self.all_namespaces.iter().map(String::as_str).collect();
         }
-        let set: BTreeSet<String> = grants
+        let set: BTreeSet<&str> = grants
             .iter()
             .filter_map(|p| match &p.scope {
-                Scope::Namespace(ns) => Some(ns.clone()),
+                Scope::Namespace(ns) => Some(ns.as_str()),
                 Scope::Cluster => None,
             })
             .collect();
         set.into_iter().collect()
     }
 
-    /// Service accounts of these namespaces holding more than `mine`.
-    fn stronger_accounts(
-        &self,
-        me: &Subject,
-        mine: &[Permission],
-        namespaces: &[String],
-    ) -> Vec<String> {
-        let mut out = Vec::new();
+    /// Service accounts of these namespaces holding more than `me`: the
+    /// first few names, and how many in all.
+    fn stronger_accounts(&self, me: &mut Me<'_>, namespaces: &[&str]) -> (Vec<String>, usize) {
+        let mut shown = Vec::new();
+        let mut total = 0;
         for ns in namespaces {
-            for sa in self.service_accounts.get(ns.as_str()).into_iter().flatten() {
-                if *sa != me && self.holds_more(mine, sa) {
-                    out.push(sa.to_string());
+            for sa in self.service_accounts.get(ns).into_iter().flatten() {
+                if sa.subject == me.subject || (me.is_service_account && !sa.own) {
+                    continue;
+                }
+                if self.holds_more_than(me, sa.perms, &sa.ids) {
+                    total += 1;
+                    if shown.len() < MAX_NAMES {
+                        shown.push(sa.subject.to_string());
+                    }
                 }
             }
         }
-        out
+        (shown, total)
     }
 
-    fn escalation_paths(&self, me: &Subject, mine: &[Permission]) -> Vec<String> {
+    fn escalation_paths(&self, subject: &Subject, mine: &[Permission]) -> Vec<String> {
         let mut out = Vec::new();
+        let me = &mut Me::new(subject, mine);
         let find = |verbs: &[&str], group: &str, resources: &[&str]| -> Vec<&Permission> {
             mine.iter()
                 .filter(|p| {
@@ -452,13 +545,13 @@ impl<'a> Env<'a> {
         }
         if !g.is_empty() {
             let ns = self.namespaces_of(&g);
-            let stronger = self.stronger_accounts(me, mine, &ns);
-            if !stronger.is_empty() {
+            let (stronger, total) = self.stronger_accounts(me, &ns);
+            if total > 0 {
                 out.push(format!(
                     "can {how} {} ({}) and run them as a service account that holds more: {}",
                     where_(&g),
                     via(&g),
-                    names(&stronger)
+                    counted(&stronger, total)
                 ));
             }
         }
@@ -466,8 +559,8 @@ impl<'a> Env<'a> {
         if !g.is_empty() {
             let mut targets = Vec::new();
             for ns in self.namespaces_of(&g) {
-                for (id, sa) in self.workloads.get(&ns).into_iter().flatten() {
-                    if sa != me && self.holds_more(mine, sa) {
+                for (id, sa) in self.workloads.get(ns).into_iter().flatten() {
+                    if sa != me.subject && self.holds_more(me, sa) {
                         targets.push(format!("{id} (runs as {sa})"));
                     }
                 }
@@ -484,11 +577,11 @@ impl<'a> Env<'a> {
         let g = find(&["create"], "", &["serviceaccounts/token"]);
         if !g.is_empty() {
             let ns = self.namespaces_of(&g);
-            let stronger = self.stronger_accounts(me, mine, &ns);
-            let tail = if stronger.is_empty() {
+            let (stronger, total) = self.stronger_accounts(me, &ns);
+            let tail = if total == 0 {
                 String::new()
             } else {
-                format!("; these hold more: {}", names(&stronger))
+                format!("; these hold more: {}", counted(&stronger, total))
             };
             out.push(format!(
                 "can mint tokens for service accounts {} ({}){tail}",
@@ -505,11 +598,11 @@ impl<'a> Env<'a> {
                 .collect();
             let mut holders = Vec::new();
             for ns in self.namespaces_of(&unrestricted) {
-                for sa in self.token_secrets.get(&ns).into_iter().flatten() {
+                for sa in self.token_secrets.get(ns).into_iter().flatten() {
                     // Reading a token of an account that holds no more is
                     // lateral movement, not escalation.
-                    let holder = Subject::service_account(&ns, sa);
-                    if holder != *me && self.holds_more(mine, &holder) {
+                    let holder = Subject::service_account(ns, sa);
+                    if holder != *me.subject && self.holds_more(me, &holder) {
                         holders.push(format!("{ns}/{sa}"));
                     }
                 }
@@ -567,6 +660,47 @@ impl<'a> Env<'a> {
     }
 }
 
+/// A service account as escalation analysis compares it.
+struct Account<'a> {
+    subject: &'a Subject,
+    perms: &'a [Permission],
+    ids: Vec<u32>,
+    own: bool,
+}
+
+/// The identity whose escalation paths are sought, prepared for many
+/// "does another hold more" questions.
+struct Me<'m> {
+    subject: &'m Subject,
+    is_service_account: bool,
+    groups: HashSet<String>,
+    cluster: Vec<&'m Permission>,
+    by_ns: HashMap<&'m str, Vec<&'m Permission>>,
+    /// Per interned rule: 0 not asked yet, 1 covered cluster-wide, 2 not.
+    memo: Vec<u8>,
+}
+
+impl<'m> Me<'m> {
+    fn new(subject: &'m Subject, mine: &'m [Permission]) -> Me<'m> {
+        let mut cluster = Vec::new();
+        let mut by_ns: HashMap<&str, Vec<&Permission>> = HashMap::new();
+        for p in mine {
+            match &p.scope {
+                Scope::Cluster => cluster.push(p),
+                Scope::Namespace(ns) => by_ns.entry(ns.as_str()).or_default().push(p),
+            }
+        }
+        Me {
+            subject,
+            is_service_account: subject.kind == SubjectKind::ServiceAccount,
+            groups: rbac::implicit_groups(subject).into_iter().collect(),
+            cluster,
+            by_ns,
+            memo: Vec::new(),
+        }
+    }
+}
+
 fn where_(grants: &[&Permission]) -> String {
     if grants.iter().any(|p| p.scope == Scope::Cluster) {
         return "cluster-wide".to_string();
@@ -605,6 +739,15 @@ fn via(grants: &[&Permission]) -> String {
         n => format!(", and {} more grants", n - 1),
     };
     format!("{} → {}{group}{more}", p.binding, p.role)
+}
+
+/// `a, b, c and 7 more` when `shown` are the first of `total`.
+fn counted(shown: &[String], total: usize) -> String {
+    let mut s = shown.join(", ");
+    if total > shown.len() {
+        s.push_str(&format!(" and {} more", total - shown.len()));
+    }
+    s
 }
 
 fn names<S: AsRef<str>>(list: &[S]) -> String {

@@ -468,3 +468,70 @@ fn no_roles_in_the_input_is_one_summary_gap() {
         ]
     );
 }
+
+/// A big cluster: 300 namespaces, 1,500 service accounts, 900
+/// bindings, and the worst case for escalation analysis (every service
+/// account may create pods everywhere). Checks the answers stay right at
+/// scale; `--nocapture` prints the time taken.
+#[test]
+fn thousands_of_bindings() {
+    use serde_json::json;
+    let obj = |v: serde_json::Value| Object::new(v, "gen.yaml".into(), 1);
+    let mut objects = vec![
+        obj(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "edit"},
+            "rules": (0..30).map(|i| json!({"apiGroups": ["", "apps"],
+                "resources": [format!("res{i}"), "secrets"], "verbs": ["get", "create"]}))
+                .collect::<Vec<_>>()}),
+        ),
+        obj(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "pods"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]}),
+        ),
+        obj(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "everyone-pods"},
+            "roleRef": {"kind": "ClusterRole", "name": "pods"},
+            "subjects": [{"kind": "Group", "name": "system:serviceaccounts"}]}),
+        ),
+    ];
+    for n in 0..300 {
+        let ns = format!("ns{n}");
+        for s in 0..5 {
+            objects.push(obj(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": format!("sa{s}"), "namespace": ns}})));
+        }
+        for (b, sa) in [("edit", "sa0"), ("pods", "sa1"), ("edit", "sa2")] {
+            objects.push(obj(json!({"apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": format!("{b}-{sa}"), "namespace": ns},
+                "roleRef": {"kind": "ClusterRole", "name": b},
+                "subjects": [{"kind": "ServiceAccount", "name": sa}]})));
+        }
+    }
+    let start = std::time::Instant::now();
+    let rbac = Rbac::from_objects(&objects);
+    let built = start.elapsed();
+    let who = rbac.who_can(&AccessQuery::new("get", "secrets").in_namespace("ns7"));
+    assert_eq!(
+        ids(&who),
+        ["ServiceAccount:ns7/sa0", "ServiceAccount:ns7/sa2"]
+    );
+    let all = identities(&objects, &rbac);
+    println!(
+        "rbac {built:?}, rbac + identities of {} subjects {:?}",
+        all.len(),
+        start.elapsed()
+    );
+    assert_eq!(all.len(), 1501);
+    let sa3 = identity(&all, "ServiceAccount:ns7/sa3");
+    assert_eq!(sa3.escalation_paths.len(), 1);
+    assert!(
+        sa3.escalation_paths[0].contains("ServiceAccount:ns0/sa0")
+            && sa3.escalation_paths[0].ends_with("and 595 more"),
+        "{:?}",
+        sa3.escalation_paths
+    );
+}
