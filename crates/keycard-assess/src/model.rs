@@ -311,7 +311,8 @@ pub struct DataStore {
     pub reachable_from: Vec<Reach>,
     /// Reachable from outside the cluster (an ipBlock or no isolation).
     pub reachable_from_outside: bool,
-    /// No NetworkPolicy selects it for ingress: every pod can reach it.
+    /// A NetworkPolicy selects it for ingress, so only what a policy allows
+    /// reaches it (false: every pod can).
     pub isolated: bool,
 }
 
