@@ -121,10 +121,18 @@ fn network(ctx: &Context<'_>, inventory: &Inventory, out: &mut Vec<Finding>) {
         (SOC2, &["CC6.1", "CC6.6"]),
         (GDPR, &["Art. 32(1)(b)"]),
     ]);
+    // NetworkPolicy does not apply to hostNetwork pods (node agents): a
+    // namespace holding only those has nothing a default-deny would govern.
+    let mut pod_network: HashMap<&str, usize> = HashMap::new();
+    for w in &inventory.workloads {
+        if !w.host_namespaces.iter().any(|h| h == "hostNetwork") {
+            *pod_network.entry(w.namespace.as_str()).or_default() += 1;
+        }
+    }
     let with_workloads: Vec<_> = inventory
         .namespaces
         .iter()
-        .filter(|n| n.workloads > 0)
+        .filter(|n| pod_network.get(n.name.as_str()).is_some_and(|c| *c > 0))
         .collect();
     if !with_workloads.is_empty() && ctx.cluster.network_policies.is_empty() {
         out.push(
@@ -164,9 +172,9 @@ fn network(ctx: &Context<'_>, inventory: &Inventory, out: &mut Vec<Finding>) {
                     resource: resource.clone(),
                     namespace: Some(n.name.clone()),
                     evidence: vec![format!(
-                        "{} workloads; no NetworkPolicy with an empty podSelector and no \
-                         ingress rules isolates the namespace for ingress",
-                        n.workloads
+                        "{} workloads on the pod network; no NetworkPolicy with an empty \
+                         podSelector and no ingress rules isolates the namespace for ingress",
+                        pod_network.get(n.name.as_str()).copied().unwrap_or(0)
                     )],
                     remediation: "Add a NetworkPolicy with `podSelector: {}` and \
                                   `policyTypes: [Ingress]` and no ingress rules, then allow \
@@ -188,9 +196,9 @@ fn network(ctx: &Context<'_>, inventory: &Inventory, out: &mut Vec<Finding>) {
                     resource,
                     namespace: Some(n.name.clone()),
                     evidence: vec![format!(
-                        "{} workloads; no NetworkPolicy with an empty podSelector and no \
-                         egress rules isolates the namespace for egress",
-                        n.workloads
+                        "{} workloads on the pod network; no NetworkPolicy with an empty \
+                         podSelector and no egress rules isolates the namespace for egress",
+                        pod_network.get(n.name.as_str()).copied().unwrap_or(0)
                     )],
                     remediation: "Add a NetworkPolicy with `podSelector: {}` and \
                                   `policyTypes: [Egress]` and no egress rules; allow DNS and \

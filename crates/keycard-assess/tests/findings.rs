@@ -226,13 +226,10 @@ fn namespaces_with_their_default_deny_and_pod_security() {
 #[test]
 fn the_core_rules_find_exactly_the_planted_flaws() {
     let a = vulnerable();
-    let weak_ns = set(&[
-        "Namespace/argocd",
-        "Namespace/ci",
-        "Namespace/monitoring",
-        "Namespace/staging",
-    ]);
-    // payments has both default-deny policies; kube-system runs nothing.
+    let weak_ns = set(&["Namespace/argocd", "Namespace/ci", "Namespace/staging"]);
+    // payments has both default-deny policies; kube-system runs nothing;
+    // monitoring runs only a hostNetwork node agent, which NetworkPolicy
+    // does not govern.
     assert_eq!(of_rule(&a, "zt-assess-no-default-deny-ingress"), weak_ns);
     assert_eq!(of_rule(&a, "zt-assess-no-default-deny-egress"), weak_ns);
     assert!(of_rule(&a, "zt-assess-no-network-policies").is_empty());
