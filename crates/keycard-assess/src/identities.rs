@@ -41,18 +41,19 @@ pub fn build(ctx: &Context<'_>) -> Vec<Identity> {
         .collect();
 
     let env = Env::new(ctx, &subjects, &perms, &runs_as);
-    subjects
+    let mut out: Vec<Identity> = subjects
         .par_iter()
         .map(|s| {
-            let permissions = perms.get(s).cloned().unwrap_or_default();
+            let no_permissions = Vec::new();
+            let permissions = perms.get(s).unwrap_or(&no_permissions);
             let mut workloads = runs_as.get(s).cloned().unwrap_or_default();
             workloads.sort();
             let (category, reason) = categorize(s, &workloads, &rbac.bindings_of(s));
-            let cluster_admin = is_cluster_admin(s, &permissions);
+            let cluster_admin = is_cluster_admin(s, permissions);
             let escalation_paths = if cluster_admin {
                 Vec::new()
             } else {
-                env.escalation_paths(s, &permissions)
+                env.escalation_paths(s, permissions)
             };
             Identity {
                 id: s.to_string(),
@@ -60,14 +61,21 @@ pub fn build(ctx: &Context<'_>) -> Vec<Identity> {
                 category,
                 category_reason: Some(reason),
                 exists: s.kind != SubjectKind::ServiceAccount || rbac.service_account_exists(s),
-                secrets_readable: secrets_readable(&permissions),
+                secrets_readable: secrets_readable(permissions),
                 cluster_admin,
                 escalation_paths,
                 workloads,
-                permissions,
+                // Moved in below, not copied.
+                permissions: Vec::new(),
             }
         })
-        .collect()
+        .collect();
+    drop(env);
+    let mut perms = perms;
+    for (identity, s) in out.iter_mut().zip(&subjects) {
+        identity.permissions = perms.remove(s).unwrap_or_default();
+    }
+    out
 }
 
 /// `*` verbs on `*` resources in `*` groups cluster-wide, unrestricted by

@@ -1006,11 +1006,17 @@ fn dangling_gap(binding: &str, role: &str) -> Gap {
 /// Whether a permission allows `verb` on `group`/`resource` (with an
 /// optional subresource) for some object; names ignored.
 pub fn allows(p: &Permission, verb: &str, group: &str, resource: &str) -> bool {
-    let spec = ResourceSpec::parse(resource);
+    // Called for every permission of every identity: no allocation.
+    let (main, sub) = match resource.split_once('/') {
+        Some((m, s)) => (m, Some(s)),
+        None => (resource, None),
+    };
     verb_matches(&p.verbs, verb)
         && group_matches(&p.api_groups, Some(group))
-        && resource_matches(&p.resources, &spec)
-        && !(p.scope != Scope::Cluster && is_cluster_scoped(&spec.resource))
+        && p.resources.iter().any(|r| {
+            r == "*" || r == resource || sub.is_some_and(|sub| r.strip_prefix("*/") == Some(sub))
+        })
+        && !(p.scope != Scope::Cluster && is_cluster_scoped(main))
 }
 
 /// Whether `p` grants everything `q` grants (same scope or wider, verbs,
