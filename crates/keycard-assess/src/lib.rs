@@ -95,7 +95,8 @@ pub fn assess(input: &Input, options: &Options) -> Assessment {
     let rbac = Rbac::from_objects(&input.objects);
     coverage.gaps.extend(rbac.gaps());
     clock.lap("rbac");
-    let (cluster, _diagnostics) = keycard_flows::Cluster::from_objects(&input.objects);
+    let (cluster, _diagnostics) =
+        keycard_flows::Cluster::from_objects(&objects::network_view(&input.objects));
     clock.lap("network model");
     let ctx = Context {
         objects: &input.objects,
@@ -136,6 +137,7 @@ struct StageClock(std::time::Instant);
 
 impl StageClock {
     fn new() -> Self {
+        tracing::debug!(rss_mib = rss_mib(), "assessment starts");
         StageClock(std::time::Instant::now())
     }
     fn lap(&mut self, stage: &str) {
@@ -143,10 +145,25 @@ impl StageClock {
         tracing::debug!(
             stage,
             ms = now.duration_since(self.0).as_millis() as u64,
+            rss_mib = rss_mib(),
             "assessment stage done"
         );
         self.0 = now;
     }
+}
+
+/// Resident memory of this process in MiB (Linux; 0 elsewhere), for the
+/// stage log.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).

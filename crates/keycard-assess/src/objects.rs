@@ -93,6 +93,46 @@ pub fn workloads(objects: &[Object]) -> Vec<Workload<'_>> {
     out
 }
 
+/// The objects the network model needs, cloned: everything but the kinds
+/// it never reads (Secrets, ConfigMaps, RBAC, ServiceAccounts, Nodes) and
+/// the workload objects whose owner is in the input. A dump's old
+/// ReplicaSets would otherwise each be a peer of their own: 10,200 peers for
+/// 2,040 Deployments, and five times the reach decisions.
+pub fn network_view(objects: &[Object]) -> Vec<Object> {
+    const UNUSED: &[&str] = &[
+        "Secret",
+        "ConfigMap",
+        "ServiceAccount",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "Node",
+        "Event",
+        "Endpoints",
+        "EndpointSlice",
+    ];
+    let present: HashSet<(&str, &str, &str)> = objects
+        .iter()
+        .filter(|o| o.pod_template().is_some())
+        .filter_map(|o| {
+            let name = o.metadata().get("name")?.as_str()?;
+            Some((o.namespace().unwrap_or(""), o.kind(), name))
+        })
+        .collect();
+    objects
+        .iter()
+        .filter(|o| !UNUSED.contains(&o.kind()))
+        .filter(|o| match owner(o) {
+            Some((ok, on)) if o.pod_template().is_some() => {
+                !present.contains(&(o.namespace().unwrap_or(""), ok, on))
+            }
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
