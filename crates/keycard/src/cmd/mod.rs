@@ -3,8 +3,8 @@
 use crate::cli::{Command, FlowsCommand, NetpolCommand, PolicyCommand};
 
 pub mod admission;
-pub mod assess;
 pub mod agent;
+pub mod assess;
 pub mod audit;
 pub mod authz;
 mod check;
