@@ -17,11 +17,12 @@ use crate::model::{Assessment, ControlStatus, Finding, Framework, Gap, Pillar, S
 /// Reading an assessment back from its JSON report.
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
-    #[error("{name}: not an assessment JSON report: {source}")]
+    // The parser's message is part of this one, not a separate cause, so
+    // an error chain (`{:#}`) does not print it twice.
+    #[error("{name}: not an assessment JSON report: {error}")]
     Parse {
         name: String,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error(
         "{name}: schema {found:?} is not {expected:?} (re-run keycard assess with this version)"
@@ -36,18 +37,28 @@ pub enum DiffError {
 /// Parse a JSON report written by `keycard assess --output json`; `name`
 /// (a file name) is used in errors.
 pub fn parse_assessment(text: &str, name: &str) -> Result<Assessment, DiffError> {
-    let a: Assessment = serde_json::from_str(text).map_err(|source| DiffError::Parse {
-        name: name.to_string(),
-        source,
-    })?;
-    if a.schema != SCHEMA {
-        return Err(DiffError::Schema {
-            name: name.to_string(),
-            found: a.schema,
-            expected: SCHEMA,
-        });
+    // The schema first: a report of another version most likely misses
+    // fields, and "schema v0 is not v1" says more than "missing field".
+    #[derive(serde::Deserialize)]
+    struct Head {
+        schema: Option<String>,
     }
-    Ok(a)
+    if let Ok(Head {
+        schema: Some(found),
+    }) = serde_json::from_str::<Head>(text)
+    {
+        if found != SCHEMA {
+            return Err(DiffError::Schema {
+                name: name.to_string(),
+                found,
+                expected: SCHEMA,
+            });
+        }
+    }
+    serde_json::from_str(text).map_err(|error| DiffError::Parse {
+        name: name.to_string(),
+        error,
+    })
 }
 
 /// A finding as the diff reports it.

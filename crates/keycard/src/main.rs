@@ -15,7 +15,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYCARD_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+                // kube's client logs every failed request on its own; keycard
+                // reports those failures itself, with what they mean.
+                tracing_subscriber::EnvFilter::new(if cli.verbose {
+                    "debug"
+                } else {
+                    "warn,kube=off,kube_client=off"
+                })
             }),
         )
         .with_target(false)
