@@ -394,7 +394,8 @@ fn exception_json(e: &Exception) -> Value {
     json!({"rule": e.rule, "owner": e.owner, "reason": e.reason, "expires": e.expires, "line": e.line})
 }
 
-fn sarif_level(s: Severity) -> &'static str {
+/// SARIF `level` of a severity, shared by every SARIF keycard writes.
+pub fn sarif_level(s: Severity) -> &'static str {
     match s {
         Severity::Critical | Severity::High => "error",
         Severity::Medium => "warning",
@@ -412,8 +413,9 @@ fn security_severity(s: Severity) -> &'static str {
 }
 
 /// A relative, forward-slash URI for SARIF (code-scanning UIs resolve it
-/// against the repository root).
-fn sarif_uri(file: &str) -> String {
+/// against the repository root); characters with a meaning in URIs are
+/// escaped.
+pub fn sarif_uri(file: &str) -> String {
     let f = file.strip_prefix("./").unwrap_or(file);
     let mut s = String::new();
     for c in f.chars() {

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use keycard_core::Severity;
 use serde_json::{json, Value};
 
+use keycard_policy::report::{sarif_level as level, sarif_uri as uri};
+
 use super::{pillar_key, security_severity};
 use crate::model::{Assessment, Finding};
 
@@ -23,14 +25,6 @@ pub(super) fn render(a: &Assessment) -> String {
             tracing::error!(error = %e, "the SARIF report could not be serialised");
             String::new()
         }
-    }
-}
-
-fn level(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical | Severity::High => "error",
-        Severity::Medium => "warning",
-        Severity::Low => "note",
     }
 }
 
@@ -48,24 +42,6 @@ fn rule_name(title: &str, rule: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A relative, forward-slash URI (code-scanning UIs resolve it against the
-/// repository root); characters with a meaning in URIs are escaped.
-fn uri(file: &str) -> String {
-    let f = file.strip_prefix("./").unwrap_or(file);
-    let mut s = String::with_capacity(f.len());
-    for c in f.chars() {
-        match c {
-            '\\' => s.push('/'),
-            ' ' => s.push_str("%20"),
-            '%' => s.push_str("%25"),
-            '#' => s.push_str("%23"),
-            '?' => s.push_str("%3F"),
-            _ => s.push(c),
-        }
-    }
-    s
 }
 
 fn rule(f: &Finding, worst: Severity) -> Value {
