@@ -123,8 +123,10 @@ pub(crate) fn pillar_key(p: Pillar) -> &'static str {
 /// can actually change.
 pub(crate) fn identity_risk(i: &Identity) -> u64 {
     let mut r: u64 = 0;
+    // Above anything the rest can add up to: a group with many namespaced
+    // grants must not push the cluster admins out of a bounded view.
     if i.cluster_admin {
-        r += 10_000;
+        r += 1_000_000;
     }
     r += 1_000 * i.escalation_paths.len().min(5) as u64;
     for s in &i.secrets_readable {
@@ -162,6 +164,31 @@ pub(crate) fn riskiest(a: &Assessment) -> Vec<&Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn identity(id: &str) -> Identity {
+        Identity {
+            id: id.to_string(),
+            subject: crate::model::Subject::group(id),
+            category: IdentityCategory::Group,
+            category_reason: None,
+            exists: true,
+            permissions: Vec::new(),
+            workloads: Vec::new(),
+            secrets_readable: Vec::new(),
+            cluster_admin: false,
+            escalation_paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cluster_admins_outrank_any_pile_of_namespaced_grants() {
+        let mut admin = identity("admins");
+        admin.cluster_admin = true;
+        let mut team = identity("team");
+        team.escalation_paths = (0..10).map(|i| format!("path {i}")).collect();
+        team.secrets_readable = (0..200).map(|i| format!("ns-{i}/*")).collect();
+        assert!(identity_risk(&admin) > identity_risk(&team));
+    }
 
     #[test]
     fn formats_parse_from_their_cli_names() {
