@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::model::{Finding, IdentityCategory, Inventory, Pillar};
-use crate::objects;
+
 use crate::Context;
 
 /// Pack rules an assessment reports. The others either duplicate a
@@ -672,8 +672,9 @@ fn pack_findings(ctx: &Context<'_>) -> Vec<Finding> {
             return Vec::new();
         }
     };
-    let mut targets: Vec<(&Object, String, Option<String>)> = objects::workloads(ctx.objects)
-        .into_iter()
+    let mut targets: Vec<(&Object, String, Option<String>)> = ctx
+        .workloads
+        .iter()
         .map(|w| (w.object, w.id(), Some(w.namespace.to_string())))
         .collect();
     for o in ctx.objects {

@@ -13,7 +13,6 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::model::{Identity, IdentityCategory, Permission, Scope, Subject, SubjectKind};
-use crate::objects::workloads;
 use crate::rbac::{self, allows, covers, subject_order, MASTERS};
 use crate::Context;
 
@@ -23,7 +22,7 @@ const MAX_NAMES: usize = 5;
 pub fn build(ctx: &Context<'_>) -> Vec<Identity> {
     let rbac = ctx.rbac;
     let mut runs_as: HashMap<Subject, Vec<String>> = HashMap::new();
-    for w in workloads(ctx.objects) {
+    for w in ctx.workloads {
         runs_as
             .entry(Subject::service_account(w.namespace, w.service_account()))
             .or_default()

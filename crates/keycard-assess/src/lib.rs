@@ -82,6 +82,9 @@ impl Default for Options {
 /// connectivity model and the coverage of the input.
 pub struct Context<'a> {
     pub objects: &'a [Object],
+    /// The workloads of `objects` ([`objects::workloads`]), found once for
+    /// every stage.
+    pub workloads: &'a [objects::Workload<'a>],
     pub rbac: &'a Rbac,
     pub cluster: &'a keycard_flows::Cluster,
     pub coverage: &'a Coverage,
@@ -98,8 +101,10 @@ pub fn assess(input: &Input, options: &Options) -> Assessment {
     let (cluster, _diagnostics) =
         keycard_flows::Cluster::from_objects(&objects::network_view(&input.objects));
     clock.lap("network model");
+    let workloads = objects::workloads(&input.objects);
     let ctx = Context {
         objects: &input.objects,
+        workloads: &workloads,
         rbac: &rbac,
         cluster: &cluster,
         coverage: &coverage,

@@ -936,7 +936,8 @@ fn dns_only(rule: &keycard_flows::NpRule) -> bool {
 }
 
 fn facts<'a>(ctx: &Context<'a>, inventory: &'a Inventory, findings: &'a [Finding]) -> Facts<'a> {
-    let workloads: Vec<WorkloadFacts> = objects::workloads(ctx.objects)
+    let workloads: Vec<WorkloadFacts> = ctx
+        .workloads
         .iter()
         .map(|w| workload_facts(ctx, w))
         .collect();

@@ -13,7 +13,7 @@ use keycard_k8s::Object;
 use serde_json::Value;
 
 use crate::model::{DataStore, Identity, Inventory, NamespaceInfo, Reach, Subject, WorkloadInfo};
-use crate::objects::{self, Workload};
+use crate::objects::Workload;
 use crate::Context;
 
 /// Containers of every kind in a pod spec.
@@ -47,7 +47,7 @@ fn service_selects(selector: &BTreeMap<String, String>, labels: &Labels) -> bool
 
 /// Where each object sits in the ownership chains of the input: a
 /// `(namespace, kind, name)` resolves to the id of the workload at the top,
-/// as [`objects::workloads`] names it (an owner missing from the input
+/// as [`crate::objects::workloads`] names it (an owner missing from the input
 /// stands for its children).
 struct Owners<'a> {
     owner: HashMap<(&'a str, &'a str, &'a str), (&'a str, &'a str)>,
@@ -269,7 +269,7 @@ fn recognise(w: &Workload<'_>, ports: &[u16]) -> Option<(String, String)> {
 
 pub fn build(ctx: &Context<'_>, inventory: &mut Inventory) {
     let objects = ctx.objects;
-    let wls = objects::workloads(objects);
+    let wls = ctx.workloads;
     let identities: HashMap<&str, &Identity> = inventory
         .identities
         .iter()
@@ -326,7 +326,7 @@ pub fn build(ctx: &Context<'_>, inventory: &mut Inventory) {
             _ => {}
         }
     }
-    for w in &wls {
+    for w in wls {
         ns_entry(w.namespace, false);
     }
 
@@ -368,7 +368,7 @@ pub fn build(ctx: &Context<'_>, inventory: &mut Inventory) {
     }
 
     let mut out = Vec::with_capacity(wls.len());
-    for w in &wls {
+    for w in wls {
         let spec = w.template.spec;
         let sa = w.service_account();
         let identity = identities
@@ -481,7 +481,7 @@ pub fn build(ctx: &Context<'_>, inventory: &mut Inventory) {
         }
     }
 
-    inventory.data_stores = data_stores(ctx, &wls, objects);
+    inventory.data_stores = data_stores(ctx, wls, objects);
     inventory.workloads = out;
     inventory.namespaces = namespaces.into_values().collect();
 }

@@ -679,8 +679,10 @@ fn stages_on_a_large_dump() {
     let coverage = keycard_assess::input::coverage(&input);
     let rbac = keycard_assess::Rbac::from_objects(&input.objects);
     let (cluster, _) = keycard_flows::Cluster::from_objects(&input.objects);
+    let workloads = keycard_assess::objects::workloads(&input.objects);
     let ctx = keycard_assess::Context {
         objects: &input.objects,
+        workloads: &workloads,
         rbac: &rbac,
         cluster: &cluster,
         coverage: &coverage,

@@ -452,8 +452,10 @@ fn run(
         now: 1_700_000_000,
         ..Options::default()
     };
+    let workloads = keycard_assess::objects::workloads(objects);
     let ctx = Context {
         objects,
+        workloads: &workloads,
         rbac: &rbac,
         cluster: &cluster,
         coverage: &coverage,

@@ -32,8 +32,10 @@ fn identities(objects: &[Object], rbac: &Rbac) -> Vec<Identity> {
     let (cluster, _) = keycard_flows::Cluster::from_objects(objects);
     let coverage = Coverage::default();
     let options = Options::default();
+    let workloads = keycard_assess::objects::workloads(objects);
     let ctx = Context {
         objects,
+        workloads: &workloads,
         rbac,
         cluster: &cluster,
         coverage: &coverage,
