@@ -14,7 +14,6 @@ mod html;
 mod json;
 mod markdown;
 mod sarif;
-mod sha256;
 
 use std::cmp::Reverse;
 use std::fmt;
