@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use keycard_flows::{Labels, Selector};
 use keycard_k8s::Object;
 use serde_json::Value;
 
@@ -322,69 +323,33 @@ pub fn is_cluster_scoped(resource: &str) -> bool {
     )
 }
 
-/// A label selector of an aggregation rule.
-#[derive(Debug, Clone)]
-struct Selector {
-    match_labels: Vec<(String, String)>,
-    expressions: Vec<(String, String, Vec<String>)>,
+/// The selectors of an aggregation rule, with keycard-flows' label
+/// selector semantics (`LabelSelectorAsSelector`). A selector the API server
+/// would reject is dropped with a warning: in the OR of an aggregation rule
+/// it matches nothing.
+fn aggregation_selectors(role: &str, list: &[Value]) -> Vec<Selector> {
+    list.iter()
+        .filter_map(|v| match Selector::parse(v) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(role, error = %e, "aggregation selector ignored");
+                None
+            }
+        })
+        .collect()
 }
 
-impl Selector {
-    fn from_value(v: &Value) -> Selector {
-        let match_labels = v
-            .get("matchLabels")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let expressions = v
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|e| {
-                        (
-                            e.get("key")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            e.get("operator")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_string(),
-                            strings(e, "values"),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Selector {
-            match_labels,
-            expressions,
-        }
-    }
-
-    /// Kubernetes' `LabelSelectorAsSelector`: an empty selector matches
-    /// everything; an unknown operator matches nothing.
-    fn matches(&self, labels: Option<&serde_json::Map<String, Value>>) -> bool {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-        self.match_labels
-            .iter()
-            .all(|(k, v)| get(k) == Some(v.as_str()))
-            && self.expressions.iter().all(|(k, op, values)| {
-                let have = get(k);
-                match op.as_str() {
-                    "In" => have.is_some_and(|h| values.iter().any(|v| v == h)),
-                    "NotIn" => have.is_none_or(|h| values.iter().all(|v| v != h)),
-                    "Exists" => have.is_some(),
-                    "DoesNotExist" => have.is_none(),
-                    _ => false,
-                }
-            })
-    }
+/// An object's labels as selectors see them (string values only).
+fn labels_of(o: &Object) -> Labels {
+    o.metadata()
+        .get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Kubernetes' built-in `cluster-admin`, assumed when a binding names it
@@ -538,7 +503,7 @@ impl Rbac {
         let mut rbac = Rbac::default();
         // Roles first: index by (namespace, name); None is a ClusterRole.
         let mut index: HashMap<(Option<&str>, &str), usize> = HashMap::new();
-        let mut labels: Vec<Option<&serde_json::Map<String, Value>>> = Vec::new();
+        let mut labels: Vec<Labels> = Vec::new();
         let mut aggregation: Vec<Option<Vec<Selector>>> = Vec::new();
         for o in objects {
             let (is_cluster, ns) = match o.kind() {
@@ -573,13 +538,17 @@ impl Rbac {
             if index.insert((ns, name), rbac.roles.len()).is_some() {
                 tracing::warn!(role = %id, source = %o.source, "role defined twice; the last one wins");
             }
-            labels.push(o.metadata().get("labels").and_then(Value::as_object));
+            labels.push(if is_cluster {
+                labels_of(o)
+            } else {
+                Labels::new()
+            });
             aggregation.push(if is_cluster {
                 o.value
                     .get("aggregationRule")
                     .and_then(|a| a.get("clusterRoleSelectors"))
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().map(Selector::from_value).collect())
+                    .map(|a| aggregation_selectors(&id, a))
             } else {
                 None
             });
@@ -688,11 +657,7 @@ impl Rbac {
     /// duplicates) of its own rules (a dump already holds what the
     /// controller filled in) and the effective rules of every other
     /// ClusterRole its selectors match, recursively.
-    fn aggregate(
-        &mut self,
-        labels: &[Option<&serde_json::Map<String, Value>>],
-        aggregation: &[Option<Vec<Selector>>],
-    ) {
+    fn aggregate(&mut self, labels: &[Labels], aggregation: &[Option<Vec<Selector>>]) {
         #[derive(Clone, Copy, PartialEq)]
         enum State {
             New,
@@ -702,7 +667,7 @@ impl Rbac {
         fn visit(
             i: usize,
             roles: &mut [RoleDef],
-            labels: &[Option<&serde_json::Map<String, Value>>],
+            labels: &[Labels],
             aggregation: &[Option<Vec<Selector>>],
             state: &mut [State],
         ) {
@@ -721,7 +686,7 @@ impl Rbac {
                 .filter(|&j| {
                     j != i
                         && roles[j].id.starts_with("ClusterRole/")
-                        && selectors.iter().any(|s| s.matches(labels[j]))
+                        && selectors.iter().any(|s| s.matches(&labels[j]))
                 })
                 .collect();
             let mut rules = roles[i].rules.clone();
@@ -1139,7 +1104,7 @@ subjects:
 
     #[test]
     fn selectors() {
-        let sel = Selector::from_value(&serde_json::json!({
+        let sel = Selector::parse(&serde_json::json!({
             "matchLabels": {"a": "1"},
             "matchExpressions": [
                 {"key": "b", "operator": "In", "values": ["x", "y"]},
@@ -1147,18 +1112,25 @@ subjects:
                 {"key": "d", "operator": "Exists"},
                 {"key": "e", "operator": "DoesNotExist"}
             ]
-        }));
-        let l = |v: serde_json::Value| v.as_object().cloned().unwrap();
-        assert!(sel.matches(Some(&l(serde_json::json!({"a": "1", "b": "y", "d": ""})))));
-        assert!(!sel.matches(Some(&l(
+        }))
+        .unwrap();
+        let l = |v: serde_json::Value| -> Labels {
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&l(serde_json::json!({"a": "1", "b": "y", "d": ""}))));
+        assert!(!sel.matches(&l(
             serde_json::json!({"a": "1", "b": "y", "d": "", "c": "z"})
-        ))));
-        assert!(!sel.matches(Some(&l(
+        )));
+        assert!(!sel.matches(&l(
             serde_json::json!({"a": "1", "b": "y", "d": "", "e": "1"})
-        ))));
-        assert!(!sel.matches(Some(&l(serde_json::json!({"a": "1", "b": "q", "d": ""})))));
-        assert!(!sel.matches(Some(&l(serde_json::json!({"a": "1", "b": "y"})))));
-        assert!(!sel.matches(None));
+        )));
+        assert!(!sel.matches(&l(serde_json::json!({"a": "1", "b": "q", "d": ""}))));
+        assert!(!sel.matches(&l(serde_json::json!({"a": "1", "b": "y"}))));
+        assert!(!sel.matches(&Labels::new()));
     }
 
     #[test]
