@@ -40,7 +40,7 @@ impl Workload<'_> {
 
 /// The controlling owner reference (or the first, when none is marked
 /// controller), Nodes excluded (static pods are their own workload).
-fn owner(o: &Object) -> Option<(&str, &str)> {
+pub(crate) fn owner(o: &Object) -> Option<(&str, &str)> {
     let refs = o.metadata().get("ownerReferences")?.as_array()?;
     let r = refs
         .iter()

@@ -57,25 +57,12 @@ impl<'a> Owners<'a> {
     fn new(objects: &'a [Object]) -> Self {
         let mut owner = HashMap::new();
         for o in objects {
-            let md = o.metadata();
-            let Some(name) = md.get("name").and_then(Value::as_str) else {
+            let Some(name) = o.metadata().get("name").and_then(Value::as_str) else {
                 continue;
             };
-            let Some(refs) = md.get("ownerReferences").and_then(Value::as_array) else {
+            let Some((k, n)) = crate::objects::owner(o) else {
                 continue;
             };
-            let r = refs
-                .iter()
-                .find(|r| is_true(r.get("controller")))
-                .or_else(|| refs.first());
-            let Some((k, n)) =
-                r.and_then(|r| Some((r.get("kind")?.as_str()?, r.get("name")?.as_str()?)))
-            else {
-                continue;
-            };
-            if k == "Node" {
-                continue;
-            }
             owner.insert((o.namespace().unwrap_or("default"), o.kind(), name), (k, n));
         }
         Owners { owner }
