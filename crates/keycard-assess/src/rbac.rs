@@ -339,19 +339,6 @@ fn aggregation_selectors(role: &str, list: &[Value]) -> Vec<Selector> {
         .collect()
 }
 
-/// An object's labels as selectors see them (string values only).
-fn labels_of(o: &Object) -> Labels {
-    o.metadata()
-        .get("labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Kubernetes' built-in `cluster-admin`, assumed when a binding names it
 /// and the input does not hold it (a directory of manifests never does).
 fn builtin_cluster_admin() -> Vec<Rule> {
@@ -539,7 +526,7 @@ impl Rbac {
                 tracing::warn!(role = %id, source = %o.source, "role defined twice; the last one wins");
             }
             labels.push(if is_cluster {
-                labels_of(o)
+                crate::workloads::str_map(o.metadata().get("labels"))
             } else {
                 Labels::new()
             });

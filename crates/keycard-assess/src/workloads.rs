@@ -24,7 +24,8 @@ pub(crate) fn containers(spec: &Value) -> impl Iterator<Item = &Value> {
         .flatten()
 }
 
-fn str_map(v: Option<&Value>) -> BTreeMap<String, String> {
+/// A map of strings (labels, a Service selector); other values are left out.
+pub(crate) fn str_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
