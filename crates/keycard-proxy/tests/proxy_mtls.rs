@@ -1218,3 +1218,105 @@ async fn both_proxies_write_flow_records_that_flows_ingest_reads_as_one_connecti
         "{edges:?}"
     );
 }
+
+/// One mTLS connection to `addr` as WEB, offering `alpn`.
+async fn mtls_to(
+    addr: SocketAddr,
+    ca: &Ca,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let identity = IdentityState::with(svid(ca, WEB), bundles(&[ca]));
+    let cfg =
+        keycard_proxy::proxy::svid::client_config(&identity, Expected::parse(TD).unwrap(), alpn)
+            .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(
+        T,
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(
+            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+            tcp,
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// One request over an HTTP/1.1 or HTTP/2 client connection on `io`.
+async fn request_on(
+    io: tokio_rustls::client::TlsStream<TcpStream>,
+    h2: bool,
+    req: Request<Full<Bytes>>,
+) -> Response<Bytes> {
+    let io = TokioIo::new(io);
+    let res = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        tokio::time::timeout(T, send.send_request(req)).await
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        tokio::time::timeout(T, send.send_request(req)).await
+    };
+    let (parts, body) = res.unwrap().unwrap().into_parts();
+    Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_are_served_by_their_alpn_or_by_their_preface_without_one() {
+    let ca = ca(TD);
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        None,
+    )
+    .await;
+    let addr = srv.inbound.addr;
+    // (ALPN offered, speak HTTP/2, the version the app must see)
+    let cases: [(&[&[u8]], bool, &str); 4] = [
+        (&[b"http/1.1"], false, "HTTP/1.1"),
+        (&[b"h2"], true, "HTTP/2.0"),
+        (&[], false, "HTTP/1.1"),
+        (&[], true, "HTTP/2.0"),
+    ];
+    for (alpn, h2, app_sees) in cases {
+        let io = mtls_to(addr, &ca, alpn).await;
+        let negotiated = io.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(negotiated.as_deref(), alpn.first().copied());
+        // A client-supplied identity header never reaches the app, and the
+        // headers the app does see arrive intact (they are copied out of
+        // the proxy's read buffer before the request goes on).
+        let uri = if h2 {
+            format!("https://{addr}/v1/items?q=a%2Fb&n=1")
+        } else {
+            "/v1/items?q=a%2Fb&n=1".to_string()
+        };
+        let mut req = Request::get(uri)
+            .header(PEER_ID_HEADER, "spiffe://example.org/ns/prod/sa/admin")
+            .header("x-custom-header", "value with spaces; and=signs")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        if !h2 {
+            req.headers_mut().insert("host", "api".parse().unwrap());
+        }
+        let r = request_on(io, h2, req).await;
+        let case = format!("alpn {alpn:?}, h2 {h2}");
+        assert_eq!(r.status(), 200, "{case}");
+        assert_eq!(hdr_of(&r, "x-seen-peer"), WEB, "{case}");
+        assert_eq!(hdr_of(&r, "x-seen-version"), app_sees, "{case}");
+        assert_eq!(hdr_of(&r, "x-seen-path"), "/v1/items?q=a%2Fb&n=1", "{case}");
+    }
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 4);
+}
+
+fn hdr_of(r: &Response<Bytes>, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}

@@ -55,7 +55,7 @@ struct Inbound {
     ctx: Arc<ProxyContext>,
     cfg: InboundConfig,
     acceptor: TlsAcceptor,
-    http: auto::Builder<TokioExecutor>,
+    http: HttpServers,
     app: AppClients,
     conns: Arc<Semaphore>,
     next_request: AtomicU64,
@@ -134,6 +134,108 @@ impl AppClients {
     }
 }
 
+/// What [`Inbound::admit`] decided.
+enum Admitted {
+    /// Answered by the proxy (denied, redirected, malformed).
+    Refused(Response<Body>),
+    /// An authorized CONNECT.
+    Connect {
+        parts: http::request::Parts,
+        protocol: &'static str,
+        audit: bool,
+    },
+    Forward(Forward),
+}
+
+/// An authorized request on its way to the app.
+struct Forward {
+    out: HttpRequest<SkipEmpty<Incoming>>,
+    /// The client's side of an HTTP/1.1 upgrade, if it asked for one.
+    on_client: Option<OnUpgrade>,
+    protocol: &'static str,
+    audit: bool,
+    h2: bool,
+}
+
+/// The HTTP servers of a listener. A TLS connection names its protocol by
+/// ALPN, so it is served by the HTTP/1.1 or HTTP/2 server directly; a
+/// plaintext one (or TLS without ALPN) goes to the server that tells the
+/// two apart by the connection preface.
+pub(crate) struct HttpServers {
+    pub auto: auto::Builder<TokioExecutor>,
+    pub h1: hyper::server::conn::http1::Builder,
+    pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// The HTTP protocol a connection negotiated, if it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Negotiated {
+    Http1,
+    Http2,
+    Unknown,
+}
+
+impl Negotiated {
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Self {
+        match alpn {
+            Some(b"h2") => Negotiated::Http2,
+            Some(b"http/1.1") => Negotiated::Http1,
+            _ => Negotiated::Unknown,
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl HttpServers {
+    pub fn new(limits: &super::Limits) -> Self {
+        let max_buf = limits.max_header_bytes.max(8192);
+        let max_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(max_buf);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(max_list)
+            .max_concurrent_streams(1024);
+        HttpServers {
+            auto: http_builder(limits),
+            h1,
+            h2,
+        }
+    }
+
+    /// Serve one connection to its end. Each protocol's connection state
+    /// is allocated at its own size, not at the size of the largest.
+    pub fn serve<'a, I, S>(
+        &'a self,
+        io: I,
+        svc: S,
+        proto: Negotiated,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: hyper::service::Service<HttpRequest<Incoming>, Response = Response<Body>>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        match proto {
+            Negotiated::Http1 => {
+                let conn = self.h1.serve_connection(io, svc).with_upgrades();
+                Box::pin(async move { conn.await.map_err(Into::into) })
+            }
+            Negotiated::Http2 => {
+                let conn = self.h2.serve_connection(io, svc);
+                Box::pin(async move { conn.await.map_err(Into::into) })
+            }
+            Negotiated::Unknown => Box::pin(self.auto.serve_connection_with_upgrades(io, svc)),
+        }
+    }
+}
+
 /// The HTTP server settings every listener uses.
 pub(crate) fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -166,7 +268,7 @@ pub async fn start(
     let tls = server_config(&ctx.identity, cfg.server_names.clone())?;
     let inbound = Arc::new(Inbound {
         acceptor: TlsAcceptor::from(Arc::new(tls)),
-        http: http_builder(&ctx.limits),
+        http: HttpServers::new(&ctx.limits),
         app: AppClients::new(cfg.app, &ctx.limits),
         conns: Arc::new(Semaphore::new(ctx.limits.max_connections)),
         next_request: AtomicU64::new(1),
@@ -272,7 +374,10 @@ impl Inbound {
             }
             ctx.metrics.connection(DIRECTION, "plaintext");
             let info = Arc::new(self.info(None, None, src, dst, "plaintext", None));
-            let ended = self.serve(counted, &counters, info.clone(), None).await;
+            // Boxed: the task keeps only what the connection's phase needs.
+            let ended =
+                Box::pin(self.serve(counted, &counters, info.clone(), None, Negotiated::Unknown))
+                    .await;
             self.end(&mut flow, &info, ended);
             self.finish(flow, &counters);
             return;
@@ -297,6 +402,7 @@ impl Inbound {
             };
         let (_, conn) = tls.get_ref();
         let sni = conn.server_name().map(str::to_string);
+        let negotiated = Negotiated::from_alpn(conn.alpn_protocol());
         let Some(leaf) = peer_of(conn) else {
             // The verifier requires a client certificate; defensive only.
             ctx.metrics.handshake_failure(DIRECTION);
@@ -315,9 +421,14 @@ impl Inbound {
             "mtls",
             sni,
         ));
-        let ended = self
-            .serve(tls, &counters, info.clone(), Some(guard.kill.clone()))
-            .await;
+        let ended = Box::pin(self.serve(
+            tls,
+            &counters,
+            info.clone(),
+            Some(guard.kill.clone()),
+            negotiated,
+        ))
+        .await;
         drop(guard);
         self.end(&mut flow, &info, ended);
         self.finish(flow, &counters);
@@ -380,6 +491,7 @@ impl Inbound {
         counters: &Arc<Counters>,
         info: Arc<ConnInfo>,
         kill: Option<Arc<tokio::sync::Notify>>,
+        negotiated: Negotiated,
     ) -> Ended
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -393,7 +505,7 @@ impl Inbound {
         let idle = idle_watch(counters.clone(), info.clone(), self.ctx.limits.idle_timeout);
         match self.cfg.protocol {
             Protocol::Tcp => {
-                let work = self.clone().tcp(io, info.clone());
+                let work = Box::pin(self.clone().tcp(io, info.clone()));
                 tokio::select! {
                     _ = work => Ended::Done,
                     _ = killed => Ended::Revoked,
@@ -404,13 +516,14 @@ impl Inbound {
                 let me = self.clone();
                 let inf = info.clone();
                 let svc = service_fn(move |req: HttpRequest<Incoming>| {
+                    let req = detach(req);
                     let me = me.clone();
                     let inf = inf.clone();
-                    async move { Ok::<_, Infallible>(me.request(&inf, req).await) }
+                    // Boxed per request: hyper keeps a slot of the service
+                    // future's size for the connection's whole life.
+                    Box::pin(async move { Ok::<_, Infallible>(me.request(&inf, req).await) })
                 });
-                let conn = self
-                    .http
-                    .serve_connection_with_upgrades(TokioIo::new(io), svc);
+                let conn = self.http.serve(TokioIo::new(io), svc, negotiated);
                 tokio::pin!(conn);
                 tokio::pin!(killed);
                 tokio::pin!(idle);
@@ -587,8 +700,23 @@ impl Inbound {
         r
     }
 
+    /// Authorize, then forward. The decision is taken synchronously, so
+    /// only what forwarding needs is kept while the app answers.
     async fn request_inner(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Response<Body> {
         let t0 = Instant::now();
+        match self.admit(info, req) {
+            Admitted::Refused(r) => r,
+            Admitted::Connect {
+                parts,
+                protocol,
+                audit,
+            } => Box::pin(self.connect_tunnel(info, parts, protocol, audit, t0)).await,
+            Admitted::Forward(f) => self.forward(info, f, t0).await,
+        }
+    }
+
+    /// The decision on one request and, when it may pass, the request to send on.
+    fn admit(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Admitted {
         let (mut parts, body) = req.into_parts();
         let protocol = protocol_of(&parts);
         let connect = parts.method == Method::CONNECT;
@@ -634,7 +762,7 @@ impl Inbound {
                     self.ctx
                         .metrics
                         .request(DIRECTION, protocol, "redirect", None);
-                    return redirect(&t.path_and_query());
+                    return Admitted::Refused(redirect(&t.path_and_query()));
                 }
                 Ok(t) => t.path_and_query(),
                 Err(e) => {
@@ -642,7 +770,10 @@ impl Inbound {
                         .metrics
                         .request(DIRECTION, protocol, "bad_request", None);
                     tracing::debug!(error = %e, "request target refused");
-                    return simple(StatusCode::BAD_REQUEST, "bad request target");
+                    return Admitted::Refused(simple(
+                        StatusCode::BAD_REQUEST,
+                        "bad request target",
+                    ));
                 }
             }
         };
@@ -658,20 +789,25 @@ impl Inbound {
             let outcome = "deny";
             self.ctx.metrics.request(DIRECTION, protocol, outcome, None);
             if crate::record::is_unavailable(&d) {
-                return deny(
+                return Admitted::Refused(deny(
                     StatusCode::SERVICE_UNAVAILABLE,
                     crate::record::LOG_UNAVAILABLE,
-                );
+                ));
             }
             let status = if d.reason == Reason::JwtInvalid {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::FORBIDDEN
             };
-            return deny(status, &d.reason_header());
+            return Admitted::Refused(deny(status, &d.reason_header()));
         }
+        let audit = d.outcome == keycard_core::Outcome::Audit;
         if connect {
-            return self.connect_tunnel(info, parts, protocol, &d, t0).await;
+            return Admitted::Connect {
+                parts,
+                protocol,
+                audit,
+            };
         }
         if let Some(id) = &info.peer_id {
             if let Ok(v) = HeaderValue::from_str(id) {
@@ -692,7 +828,9 @@ impl Inbound {
             .build()
         {
             Ok(u) => u,
-            Err(_) => return simple(StatusCode::BAD_REQUEST, "bad request target"),
+            Err(_) => {
+                return Admitted::Refused(simple(StatusCode::BAD_REQUEST, "bad request target"))
+            }
         };
         parts.uri = uri;
         if !h2 {
@@ -706,21 +844,32 @@ impl Inbound {
             None => None,
         };
         let out = HttpRequest::from_parts(parts, SkipEmpty::new(body));
-        let res = if h2 {
-            self.app.h2.request(out).await
-        } else {
-            self.app.h1.request(out).await
-        };
+        Admitted::Forward(Forward {
+            out,
+            on_client,
+            protocol,
+            audit,
+            h2,
+        })
+    }
+
+    /// Send an authorized request to the app and relay its answer.
+    async fn forward(&self, info: &ConnInfo, f: Forward, t0: Instant) -> Response<Body> {
+        let Forward {
+            out,
+            on_client,
+            protocol,
+            audit,
+            h2,
+        } = f;
+        let client = if h2 { &self.app.h2 } else { &self.app.h1 };
+        let res = client.request(out).await;
         match res {
             Ok(resp) => {
                 self.ctx.metrics.request(
                     DIRECTION,
                     protocol,
-                    if d.outcome == keycard_core::Outcome::Audit {
-                        "audit"
-                    } else {
-                        "allow"
-                    },
+                    if audit { "audit" } else { "allow" },
                     Some(t0.elapsed().as_secs_f64()),
                 );
                 let mut resp = resp;
@@ -761,7 +910,7 @@ impl Inbound {
         info: &ConnInfo,
         mut parts: http::request::Parts,
         protocol: &str,
-        d: &crate::AuthzDecision,
+        audit: bool,
         t0: Instant,
     ) -> Response<Body> {
         let Some(down) = parts.extensions.remove::<OnUpgrade>() else {
@@ -779,11 +928,7 @@ impl Inbound {
         self.ctx.metrics.request(
             DIRECTION,
             protocol,
-            if d.outcome == keycard_core::Outcome::Audit {
-                "audit"
-            } else {
-                "allow"
-            },
+            if audit { "audit" } else { "allow" },
             Some(t0.elapsed().as_secs_f64()),
         );
         info.tunnels
@@ -794,6 +939,32 @@ impl Inbound {
                 .boxed(),
         )
     }
+}
+
+/// The request with its own copies of the target and header values.
+///
+/// hyper parses a request head in place: its URI and header values share
+/// the connection's read buffer. While they live, hyper's next read (it
+/// reads on at once, to notice a closing client) cannot reuse that buffer
+/// and allocates another. Copying the few bytes of a head here, before
+/// hyper reads again, keeps one read buffer per connection.
+/// (HTTP/2 heads are decoded into fresh buffers already.)
+fn detach(req: HttpRequest<Incoming>) -> HttpRequest<Incoming> {
+    if req.version() == Version::HTTP_2 {
+        return req;
+    }
+    let (mut parts, body) = req.into_parts();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut v = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        v.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), v);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    HttpRequest::from_parts(parts, body)
 }
 
 /// Close connections that carry nothing for `timeout` with no request in flight.
