@@ -72,6 +72,20 @@ fn mem(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// (RssAnon, RssFile) in KiB: the private heap that grows with connections,
+/// and the mapped pages of the binary and its libraries.
+fn split(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
+}
+
 fn threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| d.count())
@@ -220,6 +234,7 @@ fn main() {
     });
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, idle_hwm) = mem(pid);
+    let idle_split = split(pid);
     let idle_threads = threads(pid);
 
     let mut bundles = Bundles::new();
@@ -289,10 +304,11 @@ fn main() {
             open.push(t.await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = mem(pid);
+        let after = (mem(pid), split(pid));
         drop(open);
         (loaded, after, open_threads)
     });
+    let (after_second, after_split) = after_second;
     let elapsed = t0.elapsed();
     let _ = child.kill();
     let _ = child.wait();
@@ -317,6 +333,13 @@ fn main() {
         mb(after_second.1),
         (after_second.0.saturating_sub(idle_rss)) as f64 / conns as f64,
         elapsed.as_secs_f64()
+    );
+    println!(
+        "of which anonymous / file:  idle {:.1} / {:.1} MB; after the 2nd requests {:.1} / {:.1} MB",
+        mb(idle_split.0),
+        mb(idle_split.1),
+        mb(after_split.0),
+        mb(after_split.1)
     );
     let idle_ok = mb(idle_rss) <= target_idle;
     let loaded_ok = mb(after_second.1) <= target_loaded;
