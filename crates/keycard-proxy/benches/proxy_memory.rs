@@ -59,31 +59,29 @@ fn nofile() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// (VmRSS, VmHWM) in KiB.
-fn mem(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
+/// Fields of /proc/<pid>/status, in KiB (0 when absent).
+fn status_kib<const N: usize>(pid: u32, names: [&str; N]) -> [u64; N] {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    names.map(|name| {
         s.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    })
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn mem(pid: u32) -> (u64, u64) {
+    let [rss, hwm] = status_kib(pid, ["VmRSS:", "VmHWM:"]);
+    (rss, hwm)
 }
 
 /// (RssAnon, RssFile) in KiB: the private heap that grows with connections,
 /// and the mapped pages of the binary and its libraries.
 fn split(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    let [anon, file] = status_kib(pid, ["RssAnon:", "RssFile:"]);
+    (anon, file)
 }
 
 fn threads(pid: u32) -> usize {

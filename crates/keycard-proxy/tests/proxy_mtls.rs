@@ -584,24 +584,7 @@ fn ca_other() -> Ca {
 
 /// The serial of the certificate the inbound presents to a new handshake.
 async fn presented_serial(addr: SocketAddr, ca: &Ca) -> String {
-    let identity = IdentityState::with(svid(ca, WEB), bundles(&[ca]));
-    let cfg = keycard_proxy::proxy::svid::client_config(
-        &identity,
-        Expected::parse(TD).unwrap(),
-        &[b"http/1.1"],
-    )
-    .unwrap();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio::time::timeout(
-        T,
-        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(
-            rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
-            tcp,
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let tls = mtls_to(addr, ca, &[b"http/1.1"]).await;
     keycard_proxy::proxy::svid::peer_of(tls.get_ref().1)
         .unwrap()
         .serial
