@@ -30,7 +30,7 @@ const PROXY_ABOUT: &str =
 /// subcommand (about 2 MB of the binary). The same arguments, help and
 /// errors as `keycard proxy` through [`Cli`]; a test holds them equal.
 #[derive(Parser, Debug)]
-#[command(name = "proxy", bin_name = "keycard proxy", version, about = PROXY_ABOUT)]
+#[command(name = "keycard-proxy", bin_name = "keycard proxy", version, about = PROXY_ABOUT)]
 pub struct ProxyCli {
     /// Log more (also: KEYCARD_LOG=debug, or any tracing filter).
     #[arg(long, short, display_order = VERBOSE_ORDER)]
@@ -485,5 +485,6 @@ mod tests {
             alone.render_usage().to_string(),
             sub.render_usage().to_string()
         );
+        assert_eq!(alone.render_version(), sub.render_version());
     }
 }
