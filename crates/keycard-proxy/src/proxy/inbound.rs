@@ -188,9 +188,20 @@ impl Negotiated {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpServers {
+    /// The same limits on all three: hyper's sniffing server wraps its own
+    /// HTTP/1.1 and HTTP/2 builders, so each is set here side by side.
     pub fn new(limits: &super::Limits) -> Self {
         let max_buf = limits.max_header_bytes.max(8192);
         let max_list = u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(max_buf);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(max_list)
+            .max_concurrent_streams(1024);
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -199,11 +210,7 @@ impl HttpServers {
         h2.timer(TokioTimer::new())
             .max_header_list_size(max_list)
             .max_concurrent_streams(1024);
-        HttpServers {
-            auto: http_builder(limits),
-            h1,
-            h2,
-        }
+        HttpServers { auto, h1, h2 }
     }
 
     /// Serve one connection to its end. Each protocol's connection state
@@ -234,20 +241,6 @@ impl HttpServers {
             Negotiated::Unknown => Box::pin(self.auto.serve_connection_with_upgrades(io, svc)),
         }
     }
-}
-
-/// The HTTP server settings every listener uses.
-pub(crate) fn http_builder(limits: &super::Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(1024);
-    b
 }
 
 /// Bind and start serving.

@@ -39,7 +39,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::inbound::{
-    http_builder, http_error_reason, protocol_of, simple, strip_hop_by_hop, Body,
+    http_error_reason, protocol_of, simple, strip_hop_by_hop, Body, HttpServers, Negotiated,
 };
 use super::io::{Counted, Counters, SkipEmpty};
 use super::svid::{client_config, Expected, IdentityState};
@@ -339,7 +339,7 @@ impl UpstreamClients {
 struct Outbound {
     ctx: Arc<ProxyContext>,
     cfg: OutboundConfig,
-    http: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    http: HttpServers,
     upstream: UpstreamClients,
     tcp: MtlsConnector,
     conns: Arc<Semaphore>,
@@ -361,7 +361,7 @@ pub async fn start(
         source,
     })?;
     let out = Arc::new(Outbound {
-        http: http_builder(&ctx.limits),
+        http: HttpServers::new(&ctx.limits),
         upstream: UpstreamClients::new(&ctx, &cfg)?,
         tcp: MtlsConnector::new(
             &ctx,
@@ -443,9 +443,10 @@ impl Outbound {
             let t = t.clone();
             async move { Ok::<_, Infallible>(me.request(req, &t).await) }
         });
+        // The local app speaks plaintext: HTTP/1.1 or HTTP/2 by its preface.
         if let Err(e) = self
             .http
-            .serve_connection_with_upgrades(TokioIo::new(app), svc)
+            .serve(TokioIo::new(app), svc, Negotiated::Unknown)
             .await
         {
             if let Some(reason) = http_error_reason(&*e) {
