@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::app_h1::{AppH1, BoxError};
 use super::io::{Counted, Counters, SkipEmpty};
 use super::svid::{peer_of, server_config};
 use super::tunnel::{self, Tunnels};
@@ -35,7 +36,7 @@ use super::{
 use crate::engine::Reason;
 use crate::request::{Peer, Request};
 
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 const DIRECTION: &str = "inbound";
 
@@ -73,6 +74,10 @@ pub(crate) struct AppConnector {
 }
 
 impl AppConnector {
+    pub fn new(app: SocketAddr, timeout: Duration) -> Self {
+        AppConnector { app, timeout }
+    }
+
     pub async fn connect(&self) -> std::io::Result<TcpStream> {
         match tokio::time::timeout(self.timeout, TcpStream::connect(self.app)).await {
             Ok(Ok(s)) => {
@@ -103,20 +108,22 @@ impl tower_service::Service<Uri> for AppConnector {
     }
 }
 
-/// Pooled plaintext clients to the app: HTTP/1.1, and HTTP/2 with prior knowledge.
+/// Pooled plaintext clients to the app: HTTP/1.1, and HTTP/2 with prior
+/// knowledge. HTTP/1.1 requests go through keycard's own lean client,
+/// except those that ask for an upgrade: hyper's client hands over the
+/// upgraded connection.
 pub(crate) struct AppClients {
-    pub h1: Client<AppConnector, SkipEmpty<Incoming>>,
+    pub h1: AppH1,
+    pub upgrades: Client<AppConnector, SkipEmpty<Incoming>>,
     pub h2: Client<AppConnector, SkipEmpty<Incoming>>,
     pub connector: AppConnector,
 }
 
 impl AppClients {
     pub fn new(app: SocketAddr, limits: &super::Limits) -> Self {
-        let c = AppConnector {
-            app,
-            timeout: limits.connect_timeout,
-        };
-        let h1 = Client::builder(TokioExecutor::new())
+        let c = AppConnector::new(app, limits.connect_timeout);
+        let h1 = AppH1::new(c.clone(), limits.pool_idle_timeout, limits.max_header_bytes);
+        let upgrades = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(limits.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .build(c.clone());
@@ -128,6 +135,7 @@ impl AppClients {
             .build(c.clone());
         AppClients {
             h1,
+            upgrades,
             h2,
             connector: c,
         }
@@ -185,7 +193,6 @@ impl Negotiated {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpServers {
     /// The same limits on all three: hyper's sniffing server wraps its own
@@ -855,35 +862,47 @@ impl Inbound {
             audit,
             h2,
         } = f;
-        let client = if h2 { &self.app.h2 } else { &self.app.h1 };
-        let res = client.request(out).await;
+        let res = match (h2, on_client) {
+            (false, None) => match self.app.h1.send(out).await {
+                Ok(resp) => Ok((resp.map(|b| b.map_err(BoxError::from).boxed()), None)),
+                Err(e) => Err(BoxError::from(e)),
+            },
+            (h2, on_client) => {
+                let client = if h2 { &self.app.h2 } else { &self.app.upgrades };
+                match client.request(out).await {
+                    Ok(mut resp) => {
+                        let switched = match on_client {
+                            Some(down) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                                let up = hyper::upgrade::on(&mut resp);
+                                info.tunnels.push(tokio::spawn(tunnel::splice_upgrades(
+                                    down,
+                                    up,
+                                    "inbound upgrade",
+                                )));
+                                tunnel::upgrade_of(resp.headers())
+                            }
+                            _ => None,
+                        };
+                        let resp = resp.map(|b| SkipEmpty::new(b).map_err(BoxError::from).boxed());
+                        Ok((resp, switched))
+                    }
+                    Err(e) => Err(BoxError::from(e)),
+                }
+            }
+        };
         match res {
-            Ok(resp) => {
+            Ok((mut resp, switched)) => {
                 self.ctx.metrics.request(
                     DIRECTION,
                     protocol,
                     if audit { "audit" } else { "allow" },
                     Some(t0.elapsed().as_secs_f64()),
                 );
-                let mut resp = resp;
-                let switched = match on_client {
-                    Some(down) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                        let up = hyper::upgrade::on(&mut resp);
-                        info.tunnels.push(tokio::spawn(tunnel::splice_upgrades(
-                            down,
-                            up,
-                            "inbound upgrade",
-                        )));
-                        tunnel::upgrade_of(resp.headers())
-                    }
-                    _ => None,
-                };
-                let (mut rp, rb) = resp.into_parts();
-                strip_hop_by_hop(&mut rp.headers);
+                strip_hop_by_hop(resp.headers_mut());
                 if let Some(u) = switched {
-                    tunnel::restore_upgrade(&mut rp.headers, u);
+                    tunnel::restore_upgrade(resp.headers_mut(), u);
                 }
-                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
+                resp
             }
             Err(e) => {
                 self.ctx.metrics.upstream_error(DIRECTION);

@@ -29,6 +29,7 @@
 pub mod admin;
 pub mod conns;
 pub mod inbound;
+mod app_h1;
 mod io;
 pub mod metrics;
 pub mod outbound;

@@ -38,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use super::app_h1::BoxError;
 use super::inbound::{
     http_error_reason, protocol_of, simple, strip_hop_by_hop, Body, HttpServers, Negotiated,
 };
@@ -533,7 +534,7 @@ impl Outbound {
                 if let Some(u) = switched {
                     tunnel::restore_upgrade(&mut rp.headers, u);
                 }
-                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
+                Response::from_parts(rp, SkipEmpty::new(rb).map_err(BoxError::from).boxed())
             }
             Err(e) => self.failed(protocol, &e),
         }
@@ -592,7 +593,7 @@ impl Outbound {
                 }
                 let (mut rp, rb) = resp.into_parts();
                 strip_hop_by_hop(&mut rp.headers);
-                Response::from_parts(rp, SkipEmpty::new(rb).boxed())
+                Response::from_parts(rp, SkipEmpty::new(rb).map_err(BoxError::from).boxed())
             }
             Err(e) => self.failed(protocol, &e),
         }
