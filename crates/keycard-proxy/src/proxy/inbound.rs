@@ -193,7 +193,6 @@ impl Negotiated {
     }
 }
 
-
 impl HttpServers {
     /// The same limits on all three: hyper's sniffing server wraps its own
     /// HTTP/1.1 and HTTP/2 builders, so each is set here side by side.

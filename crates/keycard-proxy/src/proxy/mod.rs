@@ -27,9 +27,9 @@
 //! reads).
 
 pub mod admin;
+mod app_h1;
 pub mod conns;
 pub mod inbound;
-mod app_h1;
 mod io;
 pub mod metrics;
 pub mod outbound;
