@@ -1208,14 +1208,24 @@ async fn mtls_to(
     ca: &Ca,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    mtls_with(addr, Arc::new(web_client(ca, alpn))).await
+}
+
+/// The client config of WEB, trusting `ca`, offering `alpn`.
+fn web_client(ca: &Ca, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let identity = IdentityState::with(svid(ca, WEB), bundles(&[ca]));
-    let cfg =
-        keycard_proxy::proxy::svid::client_config(&identity, Expected::parse(TD).unwrap(), alpn)
-            .unwrap();
+    keycard_proxy::proxy::svid::client_config(&identity, Expected::parse(TD).unwrap(), alpn)
+        .unwrap()
+}
+
+async fn mtls_with(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tokio::time::timeout(
         T,
-        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(
+        tokio_rustls::TlsConnector::from(cfg).connect(
             rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
             tcp,
         ),
@@ -1223,6 +1233,40 @@ async fn mtls_to(
     .await
     .unwrap()
     .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_is_verified_afresh_never_resumed() {
+    // A resumed TLS session skips certificate verification: the identity
+    // would be the one verified when the session began, whatever happened
+    // to the bundle or the certificate's validity since.
+    let ca = ca(TD);
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        None,
+    )
+    .await;
+    let mut cfg = web_client(&ca, &[b"http/1.1"]);
+    cfg.resumption = rustls::client::Resumption::in_memory_sessions(16);
+    let cfg = Arc::new(cfg);
+    for i in 0..2 {
+        let io = mtls_with(srv.inbound.addr, cfg.clone()).await;
+        assert_eq!(
+            io.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "connection {i}"
+        );
+        // The answer comes after any session ticket the server would send.
+        let req = Request::get("/v1/items")
+            .header("host", "api")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(request_on(io, false, req).await.status(), 200);
+    }
 }
 
 /// One request over an HTTP/1.1 or HTTP/2 client connection on `io`.

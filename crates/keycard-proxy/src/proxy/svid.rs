@@ -568,7 +568,12 @@ impl ClientCertVerifier for SpiffeVerifier {
     }
 }
 
-/// TLS 1.3 server config: mTLS required, ALPN h2 and http/1.1.
+/// TLS 1.3 server config: mTLS required, ALPN h2 and http/1.1, no resumption.
+///
+/// A resumed session skips certificate verification: its peer would keep
+/// the identity verified when the session began, after the bundle dropped
+/// its trust domain or the certificate expired. So every connection makes
+/// a full handshake, and no session state is kept per client.
 pub fn server_config(
     state: &Arc<IdentityState>,
     server_names: Vec<String>,
@@ -579,10 +584,14 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(SpiffeVerifier::for_clients(state.clone())))
         .with_cert_resolver(Arc::new(SvidResolver::new(state.clone(), server_names)));
     c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    c.send_tls13_tickets = 0;
     Ok(c)
 }
 
-/// TLS 1.3 client config presenting the SVID and expecting `expected`; `alpn` offered.
+/// TLS 1.3 client config presenting the SVID and expecting `expected`;
+/// `alpn` offered. It does not try to resume sessions (keycard's servers
+/// refuse to, see [`server_config`]).
 pub fn client_config(
     state: &Arc<IdentityState>,
     expected: Expected,
@@ -598,6 +607,7 @@ pub fn client_config(
         )))
         .with_client_cert_resolver(Arc::new(SvidResolver::new(state.clone(), Vec::new())));
     c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    c.resumption = rustls::client::Resumption::disabled();
     Ok(c)
 }
 
