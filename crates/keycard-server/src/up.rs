@@ -197,6 +197,11 @@ fn api_tls(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(slot);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // No resumption: a resumed session skips client certificate
+    // verification, so an agent would keep an identity its certificate no
+    // longer proves.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
@@ -687,4 +692,70 @@ pub fn connect_data_dir(dir: &Path) -> Result<DataDirClient, UpError> {
         .ok_or_else(|| UpError::Other(format!("bad api address {:?} in up.json", endpoints.api)))?;
     let client = crate::https::ApiClient::new(addr, &endpoints.api_host, &bundle, Some(token))?;
     Ok(DataDirClient { endpoints, client })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn every_api_connection_is_verified_afresh_never_resumed() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().clone();
+        let signer = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+            PrivatePkcs8KeyDer::from(key.serialize_der()),
+        ))
+        .unwrap();
+        let slot = CertSlot(RwLock::new(Arc::new(CertifiedKey::new(
+            vec![der.clone()],
+            signer,
+        ))));
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            api_tls(Arc::new(slot), std::slice::from_ref(&der)).unwrap(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                let (s, _) = listener.accept().await.unwrap();
+                if let Ok(mut t) = acceptor.accept(s).await {
+                    let _ = t.write_all(b"hello").await;
+                    let _ = t.shutdown().await;
+                }
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        // A client that would resume if the server let it.
+        let client = Arc::new(
+            rustls::ClientConfig::builder_with_provider(crate::https::ring())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        for i in 0..2 {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut t = tokio_rustls::TlsConnector::from(client.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            assert_eq!(
+                t.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "connection {i}"
+            );
+            // Reading on takes in any session ticket the server sends.
+            let mut got = Vec::new();
+            t.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"hello");
+        }
+    }
 }
