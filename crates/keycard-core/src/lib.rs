@@ -11,6 +11,7 @@
 mod decision;
 mod identity;
 mod resource;
+mod rng;
 mod severity;
 mod spiffe;
 
@@ -20,5 +21,6 @@ pub use identity::{
     TokenUse,
 };
 pub use resource::ResourceRef;
+pub use rng::XorShift;
 pub use severity::{ParseSeverityError, Severity};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -17,21 +17,8 @@ const TOKENS: &[&str] = &[
     "!!str ", "? ", "|\n", ">-\n", "\u{0}", "\u{feff}", "\\", "%",
 ];
 
-/// xorshift64: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+/// Deterministic, so a failure reproduces.
+use keycard_core::XorShift as Rng;
 
 fn mutate(rng: &mut Rng, seed: &str) -> String {
     let mut s: Vec<char> = seed.chars().collect();

@@ -703,18 +703,7 @@ mod tests {
         (lists, others)
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use keycard_core::XorShift as Rng;
 
     fn feed_split(input: &[u8], rng: &mut Rng) -> Result<(Vec<u8>, u64), FixError> {
         let mut f = Fixer::new();
@@ -910,9 +899,9 @@ mod tests {
             for _ in 0..n {
                 if round % 2 == 0 {
                     let i = PREFACE.len() + rng.below(input.len() - PREFACE.len());
-                    input[i] = rng.next() as u8;
+                    input[i] = rng.next_u64() as u8;
                 } else {
-                    input.push(rng.next() as u8);
+                    input.push(rng.next_u64() as u8);
                 }
             }
             let mut f = Fixer::new();

@@ -1372,18 +1372,7 @@ mod tests {
         panic!("the decoder made no progress on {input:?}");
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use keycard_core::XorShift as Rng;
 
     #[test]
     fn chunked_decoding_does_not_depend_on_how_reads_split_the_bytes() {
@@ -1413,12 +1402,12 @@ mod tests {
             for _ in 0..1 + rng.below(4) {
                 let at = rng.below(input.len());
                 match rng.below(4) {
-                    0 => input[at] = rng.next() as u8,
+                    0 => input[at] = rng.next_u64() as u8,
                     1 => input[at] = b"\r\n:;0f \t"[rng.below(8)],
                     2 => {
                         input.remove(at);
                     }
-                    _ => input.insert(at, rng.next() as u8),
+                    _ => input.insert(at, rng.next_u64() as u8),
                 }
             }
             if let Ok(out) = decode_in_pieces(
