@@ -906,7 +906,7 @@ impl Inbound {
             Err(e) => {
                 self.ctx.metrics.upstream_error(DIRECTION);
                 self.ctx.metrics.request(DIRECTION, protocol, "error", None);
-                tracing::warn!(app = %self.cfg.app, error = %e, "app unreachable");
+                tracing::warn!(app = %self.cfg.app, error = %e, "the request to the app failed");
                 simple(StatusCode::BAD_GATEWAY, "the app did not answer")
             }
         }
