@@ -297,11 +297,7 @@ fn encode_head(parts: &http::request::Parts, length: Option<u64>) -> Vec<u8> {
     }
     match length {
         Some(0) if !had_length => {}
-        Some(n) => field(
-            &mut out,
-            b"content-length",
-            itoa_u64(n, &mut [0u8; 20]).as_bytes(),
-        ),
+        Some(n) => field(&mut out, b"content-length", n.to_string().as_bytes()),
         None => field(&mut out, b"transfer-encoding", b"chunked"),
     }
     out.extend_from_slice(b"\r\n");
@@ -313,19 +309,6 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 struct Head {
