@@ -38,7 +38,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::inbound::AppConnector;
+use super::inbound::{connection_tokens, AppConnector};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -537,11 +537,7 @@ fn parse_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, AppEr
 
 /// Whether a `Connection` field lists `token`.
 fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    connection_tokens(h).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1023,15 +1023,20 @@ const HOP_BY_HOP: [&str; 8] = [
     "trailer",
 ];
 
-/// Remove hop-by-hop headers (keeping `te: trailers`, which gRPC needs).
-pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    // Headers named by Connection are hop-by-hop too.
-    let named: Vec<HeaderName> = h
-        .get_all(http::header::CONNECTION)
+/// The tokens of a message's `Connection` fields, trimmed.
+pub(crate) fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &str> {
+    h.get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+}
+
+/// Remove hop-by-hop headers (keeping `te: trailers`, which gRPC needs).
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = connection_tokens(h)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
