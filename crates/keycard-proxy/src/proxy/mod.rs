@@ -29,6 +29,7 @@
 pub mod admin;
 mod app_h1;
 pub mod conns;
+mod h1;
 pub mod inbound;
 mod io;
 pub mod metrics;
