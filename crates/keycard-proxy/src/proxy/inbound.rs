@@ -16,7 +16,6 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -27,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::app_h1::{AppH1, BoxError};
 use super::io::{Counted, Counters, SkipEmpty};
+use super::server_h1::{self, ReqBody};
 use super::svid::{peer_of, server_config};
 use super::tunnel::{self, Tunnels};
 use super::{
@@ -37,6 +37,49 @@ use crate::engine::Reason;
 use crate::request::{Peer, Request};
 
 pub(crate) type Body = BoxBody<Bytes, BoxError>;
+
+/// An empty response body.
+pub(crate) fn empty_body() -> Body {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A request body from the client: hyper's (HTTP/2, plaintext) or keycard's
+/// own HTTP/1.1 server's.
+pub(crate) enum InBody {
+    Hyper(Incoming),
+    Own(ReqBody),
+}
+
+impl hyper::body::Body for InBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            InBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            InBody::Own(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InBody::Hyper(b) => b.is_end_stream(),
+            InBody::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            InBody::Hyper(b) => b.size_hint(),
+            InBody::Own(b) => b.size_hint(),
+        }
+    }
+}
 
 const DIRECTION: &str = "inbound";
 
@@ -114,8 +157,8 @@ impl tower_service::Service<Uri> for AppConnector {
 /// upgraded connection.
 pub(crate) struct AppClients {
     pub h1: AppH1,
-    pub upgrades: Client<AppConnector, SkipEmpty<Incoming>>,
-    pub h2: Client<AppConnector, SkipEmpty<Incoming>>,
+    pub upgrades: Client<AppConnector, SkipEmpty<InBody>>,
+    pub h2: Client<AppConnector, SkipEmpty<InBody>>,
     pub connector: AppConnector,
 }
 
@@ -157,21 +200,20 @@ enum Admitted {
 
 /// An authorized request on its way to the app.
 struct Forward {
-    out: HttpRequest<SkipEmpty<Incoming>>,
+    out: HttpRequest<SkipEmpty<InBody>>,
     /// The client's side of an HTTP/1.1 upgrade, if it asked for one.
-    on_client: Option<OnUpgrade>,
+    on_client: Option<tunnel::Downstream>,
     protocol: &'static str,
     audit: bool,
     h2: bool,
 }
 
-/// The HTTP servers of a listener. A TLS connection names its protocol by
-/// ALPN, so it is served by the HTTP/1.1 or HTTP/2 server directly; a
-/// plaintext one (or TLS without ALPN) goes to the server that tells the
-/// two apart by the connection preface.
+/// hyper's HTTP servers of a listener. A TLS connection names its protocol
+/// by ALPN: HTTP/2 is served by the HTTP/2 server directly (HTTP/1.1 by
+/// keycard's own, [`server_h1`]); a plaintext one (or TLS without ALPN)
+/// goes to the server that tells the two apart by the connection preface.
 pub(crate) struct HttpServers {
     pub auto: auto::Builder<TokioExecutor>,
-    pub h1: hyper::server::conn::http1::Builder,
     pub h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
@@ -194,7 +236,7 @@ impl Negotiated {
 }
 
 impl HttpServers {
-    /// The same limits on all three: hyper's sniffing server wraps its own
+    /// The same limits on both: hyper's sniffing server wraps its own
     /// HTTP/1.1 and HTTP/2 builders, so each is set here side by side.
     pub fn new(limits: &super::Limits) -> Self {
         let max_buf = limits.max_header_bytes.max(8192);
@@ -208,15 +250,11 @@ impl HttpServers {
             .timer(TokioTimer::new())
             .max_header_list_size(max_list)
             .max_concurrent_streams(1024);
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(max_buf);
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(max_list)
             .max_concurrent_streams(1024);
-        HttpServers { auto, h1, h2 }
+        HttpServers { auto, h2 }
     }
 
     /// Serve one connection to its end. Each protocol's connection state
@@ -236,15 +274,13 @@ impl HttpServers {
         S::Error: Into<BoxError>,
     {
         match proto {
-            Negotiated::Http1 => {
-                let conn = self.h1.serve_connection(io, svc).with_upgrades();
-                Box::pin(async move { conn.await.map_err(Into::into) })
-            }
             Negotiated::Http2 => {
                 let conn = self.h2.serve_connection(io, svc);
                 Box::pin(async move { conn.await.map_err(Into::into) })
             }
-            Negotiated::Unknown => Box::pin(self.auto.serve_connection_with_upgrades(io, svc)),
+            Negotiated::Http1 | Negotiated::Unknown => {
+                Box::pin(self.auto.serve_connection_with_upgrades(io, svc))
+            }
         }
     }
 }
@@ -514,15 +550,35 @@ impl Inbound {
             Protocol::Http => {
                 let me = self.clone();
                 let inf = info.clone();
-                let svc = service_fn(move |req: HttpRequest<Incoming>| {
-                    let req = detach(req);
-                    let me = me.clone();
-                    let inf = inf.clone();
-                    // Boxed per request: hyper keeps a slot of the service
-                    // future's size for the connection's whole life.
-                    Box::pin(async move { Ok::<_, Infallible>(me.request(&inf, req).await) })
-                });
-                let conn = self.http.serve(TokioIo::new(io), svc, negotiated);
+                let conn: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>> = if negotiated
+                    == Negotiated::Http1
+                {
+                    let cfg = server_h1::Config {
+                        max_head: self.ctx.limits.max_header_bytes,
+                        header_timeout: self.ctx.limits.header_read_timeout,
+                    };
+                    let handler = move |req: HttpRequest<ReqBody>| {
+                        let me = me.clone();
+                        let inf = inf.clone();
+                        Box::pin(async move { me.request(&inf, req.map(InBody::Own)).await })
+                            as Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+                    };
+                    Box::pin(async move {
+                        server_h1::serve(io, cfg, handler)
+                            .await
+                            .map_err(BoxError::from)
+                    })
+                } else {
+                    let svc = service_fn(move |req: HttpRequest<Incoming>| {
+                        let req = detach(req).map(InBody::Hyper);
+                        let me = me.clone();
+                        let inf = inf.clone();
+                        // Boxed per request: hyper keeps a slot of the
+                        // service future's size for the connection's life.
+                        Box::pin(async move { Ok::<_, Infallible>(me.request(&inf, req).await) })
+                    });
+                    self.http.serve(TokioIo::new(io), svc, negotiated)
+                };
                 tokio::pin!(conn);
                 tokio::pin!(killed);
                 tokio::pin!(idle);
@@ -692,7 +748,7 @@ impl Inbound {
         (allowed, d)
     }
 
-    async fn request(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Response<Body> {
+    async fn request(&self, info: &ConnInfo, req: HttpRequest<InBody>) -> Response<Body> {
         info.in_flight.fetch_add(1, Ordering::Relaxed);
         let r = self.request_inner(info, req).await;
         info.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -701,7 +757,7 @@ impl Inbound {
 
     /// Authorize, then forward. The decision is taken synchronously, so
     /// only what forwarding needs is kept while the app answers.
-    async fn request_inner(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Response<Body> {
+    async fn request_inner(&self, info: &ConnInfo, req: HttpRequest<InBody>) -> Response<Body> {
         let t0 = Instant::now();
         match self.admit(info, req) {
             Admitted::Refused(r) => r,
@@ -715,7 +771,7 @@ impl Inbound {
     }
 
     /// The decision on one request and, when it may pass, the request to send on.
-    fn admit(&self, info: &ConnInfo, req: HttpRequest<Incoming>) -> Admitted {
+    fn admit(&self, info: &ConnInfo, req: HttpRequest<InBody>) -> Admitted {
         let (mut parts, body) = req.into_parts();
         let protocol = protocol_of(&parts);
         let connect = parts.method == Method::CONNECT;
@@ -838,7 +894,7 @@ impl Inbound {
         let on_client = match upgrade {
             Some(u) => {
                 tunnel::restore_upgrade(&mut parts.headers, u);
-                parts.extensions.remove::<OnUpgrade>()
+                tunnel::Downstream::take(&mut parts.extensions)
             }
             None => None,
         };
@@ -924,7 +980,7 @@ impl Inbound {
         audit: bool,
         t0: Instant,
     ) -> Response<Body> {
-        let Some(down) = parts.extensions.remove::<OnUpgrade>() else {
+        let Some(down) = tunnel::Downstream::take(&mut parts.extensions) else {
             return simple(StatusCode::BAD_REQUEST, "CONNECT cannot be upgraded here");
         };
         let app = match self.app.connector.connect().await {
@@ -944,11 +1000,7 @@ impl Inbound {
         );
         info.tunnels
             .push(tokio::spawn(tunnel::splice(down, app, "inbound CONNECT")));
-        Response::new(
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
+        Response::new(empty_body())
     }
 }
 
@@ -995,6 +1047,9 @@ async fn idle_watch(counters: Arc<Counters>, info: Arc<ConnInfo>, timeout: std::
 pub(crate) fn http_error_reason(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
+        if let Some(s) = err.downcast_ref::<server_h1::ServeError>() {
+            return s.reason();
+        }
         if let Some(h) = err.downcast_ref::<hyper::Error>() {
             if h.is_parse_too_large() {
                 return Some("header_too_large");

@@ -35,6 +35,7 @@ mod io;
 pub mod metrics;
 pub mod outbound;
 pub mod run;
+mod server_h1;
 pub mod source;
 pub mod svid;
 mod tunnel;

@@ -521,7 +521,7 @@ impl Outbound {
                     Some(down) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                         let up = hyper::upgrade::on(&mut resp);
                         tunnels.push(tokio::spawn(tunnel::splice_upgrades(
-                            down,
+                            tunnel::Downstream::Hyper(down),
                             up,
                             "outbound upgrade",
                         )));
@@ -586,7 +586,7 @@ impl Outbound {
                 if resp.status().is_success() {
                     let up = hyper::upgrade::on(&mut resp);
                     tunnels.push(tokio::spawn(tunnel::splice_upgrades(
-                        down,
+                        tunnel::Downstream::Hyper(down),
                         up,
                         "outbound CONNECT",
                     )));

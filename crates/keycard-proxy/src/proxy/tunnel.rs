@@ -5,10 +5,12 @@
 use std::sync::Mutex;
 
 use http::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinHandle;
+
+use super::server_h1;
 
 /// The `Upgrade` value of a request or response that asks for one
 /// (`Connection: upgrade` and an `Upgrade` header), before hop-by-hop
@@ -80,43 +82,58 @@ pub(crate) async fn join_all(handles: Vec<JoinHandle<()>>) {
     guard.0.clear();
 }
 
+/// The client's side of an upgrade: hyper's, or keycard's own HTTP/1.1
+/// server's.
+pub(crate) enum Downstream {
+    Hyper(OnUpgrade),
+    Own(server_h1::OnUpgrade),
+}
+
+impl Downstream {
+    /// Take the client's side of an upgrade out of a request's extensions.
+    pub fn take(ext: &mut http::Extensions) -> Option<Self> {
+        if let Some(u) = ext.remove::<OnUpgrade>() {
+            return Some(Downstream::Hyper(u));
+        }
+        ext.remove::<server_h1::OnUpgrade>().map(Downstream::Own)
+    }
+}
+
 /// Wait for the downstream side's upgrade, then copy both ways until
 /// either side closes.
-pub(crate) async fn splice<T>(downstream: OnUpgrade, upstream: T, what: &'static str)
+pub(crate) async fn splice<T>(downstream: Downstream, upstream: T, what: &'static str)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let down = match downstream.await {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::debug!(error = %e, what, "downstream upgrade failed");
-            return;
-        }
-    };
-    copy(down, upstream, what).await;
+    match downstream {
+        Downstream::Hyper(u) => match u.await {
+            Ok(down) => copy(TokioIo::new(down), upstream, what).await,
+            Err(e) => tracing::debug!(error = %e, what, "downstream upgrade failed"),
+        },
+        Downstream::Own(u) => match u.upgraded().await {
+            Ok(down) => copy(down, upstream, what).await,
+            Err(e) => tracing::debug!(error = %e, what, "downstream upgrade failed"),
+        },
+    }
 }
 
 /// Both sides upgraded: copy until either closes.
 pub(crate) async fn splice_upgrades(
-    downstream: OnUpgrade,
+    downstream: Downstream,
     upstream: OnUpgrade,
     what: &'static str,
 ) {
-    let (down, up) = match tokio::join!(downstream, upstream) {
-        (Ok(d), Ok(u)) => (d, u),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::debug!(error = %e, what, "upgrade failed");
-            return;
-        }
-    };
-    copy(down, TokioIo::new(up), what).await;
+    match upstream.await {
+        Ok(up) => splice(downstream, TokioIo::new(up), what).await,
+        Err(e) => tracing::debug!(error = %e, what, "upstream upgrade failed"),
+    }
 }
 
-async fn copy<T>(down: Upgraded, mut up: T, what: &'static str)
+async fn copy<D, U>(mut down: D, mut up: U, what: &'static str)
 where
-    T: AsyncRead + AsyncWrite + Unpin,
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut down = TokioIo::new(down);
     match tokio::io::copy_bidirectional(&mut down, &mut up).await {
         Ok((a, b)) => tracing::debug!(what, to_upstream = a, to_downstream = b, "tunnel closed"),
         Err(e) => tracing::debug!(error = %e, what, "tunnel ended"),
