@@ -1347,3 +1347,93 @@ fn hdr_of(r: &Response<Bytes>, name: &str) -> String {
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// Send `input` on a new mTLS HTTP/1.1 connection; what comes back before
+/// the proxy closes it.
+async fn raw_h1(addr: SocketAddr, ca: &Ca, input: &[u8]) -> String {
+    let mut io = mtls_to(addr, ca, &[b"http/1.1"]).await;
+    io.write_all(input).await.unwrap();
+    let mut out = Vec::new();
+    // The proxy closes after a refusal or a `connection: close` request.
+    let _ = tokio::time::timeout(T, io.read_to_end(&mut out))
+        .await
+        .expect("the proxy neither answered nor closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_http1_refuses_smuggling_shapes_counts_them_and_serves_pipelines() {
+    let ca = ca(TD);
+    let srv = server(
+        &ca,
+        &[&ca],
+        MtlsMode::Strict,
+        Protocol::Http,
+        Authorizer::with_policies(policy()),
+        None,
+    )
+    .await;
+    let addr = srv.inbound.addr;
+    let get = "GET /v1/items HTTP/1.1\r\nhost: api\r\n\r\n";
+
+    // Pipelined requests on one connection: each answered, in order.
+    let out = raw_h1(
+        addr,
+        &ca,
+        format!("{get}{get}GET /v1/items HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 3, "{out}");
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
+
+    // Both lengths, with a request hidden behind them: refused, and the
+    // hidden request never reaches the app.
+    let smuggle = format!(
+        "POST /v1/items HTTP/1.1\r\nhost: api\r\ncontent-length: 4\r\n\
+         transfer-encoding: chunked\r\n\r\n0\r\n\r\n{get}"
+    );
+    let out = raw_h1(addr, &ca, smuggle.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        srv.ctx.metrics.refused_count("inbound", "malformed_http"),
+        1
+    );
+
+    // A head over the limit (16 KiB here): 431, counted.
+    let big = format!(
+        "GET /v1/items HTTP/1.1\r\nhost: api\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let out = raw_h1(addr, &ca, big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+    assert_eq!(
+        srv.ctx.metrics.refused_count("inbound", "header_too_large"),
+        1
+    );
+
+    // A body sent only after the proxy asked for it, then answered.
+    let mut io = mtls_to(addr, &ca, &[b"http/1.1"]).await;
+    io.write_all(
+        b"POST /v1/items HTTP/1.1\r\nhost: api\r\nexpect: 100-continue\r\n\
+          content-length: 2\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut first = [0u8; 25];
+    tokio::time::timeout(T, io.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    io.write_all(b"{}").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, io.read_to_end(&mut out))
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 4);
+}
