@@ -860,27 +860,25 @@ async fn answer_and_close<S>(conn: &Arc<Mutex<Conn<S>>>, status: StatusCode) -> 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let text = status
-        .canonical_reason()
-        .unwrap_or("refused")
-        .to_ascii_lowercase();
-    let mut out = Vec::with_capacity(160 + text.len());
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    field(&mut out, b"content-type", b"text/plain; charset=utf-8");
-    field(
-        &mut out,
-        b"content-length",
-        (text.len() + 1).to_string().as_bytes(),
+    let text = format!(
+        "{}\n",
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase()
     );
-    field(&mut out, b"connection", b"close");
-    field(&mut out, b"date", http_date().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    let h = &mut parts.headers;
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::DATE, http_date());
+    let mut out = encode_head(&parts);
     out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
     {
         let mut c = lock(conn)?;
         c.cont = Continue::No;
